@@ -1,0 +1,138 @@
+"""Shared machinery for backends: lifecycle, options, chat, label scoring."""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping, Sequence
+from types import TracebackType
+from typing import Self
+
+from inference._chat import render_chat
+from inference.errors import GenerationError, PromptError
+from inference.options import GenerateOptions
+from inference.types import (
+    BatchResult,
+    ClassifyResult,
+    GenerateMetrics,
+    Message,
+    ModelInfo,
+    Token,
+)
+
+
+class BaseTextModel(ABC):
+    """A `TextModel` skeleton: subclasses supply the engine calls."""
+
+    def __init__(self) -> None:
+        self._closed = False
+        self._metrics = GenerateMetrics()
+
+    # -- the engine-specific part -------------------------------------------------
+
+    @property
+    @abstractmethod
+    def model_type(self) -> str: ...
+
+    @abstractmethod
+    def generate(self, prompt: str, options: GenerateOptions | None = None) -> Iterator[Token]: ...
+
+    @abstractmethod
+    def classify(
+        self, prompts: Sequence[str], options: GenerateOptions | None = None
+    ) -> list[ClassifyResult]: ...
+
+    @abstractmethod
+    def batch_generate(
+        self, prompts: Sequence[str], options: GenerateOptions | None = None
+    ) -> list[BatchResult]: ...
+
+    @abstractmethod
+    def info(self) -> ModelInfo: ...
+
+    @abstractmethod
+    def _close(self) -> None:
+        """Free the engine's resources; called once."""
+
+    def chat_template(self) -> str | None:
+        """The model's own chat template; None = use the fallback."""
+        return None
+
+    def special_tokens(self) -> tuple[str, str]:
+        """The BOS and EOS texts handed to the chat template."""
+        return "", ""
+
+    # -- shared behaviour -----------------------------------------------------------
+
+    def chat(
+        self, messages: Sequence[Message], options: GenerateOptions | None = None
+    ) -> Iterator[Token]:
+        """Render ``messages`` with the model's template, then generate."""
+        bos, eos = self.special_tokens()
+        prompt = render_chat(self.chat_template(), messages, bos_token=bos, eos_token=eos)
+        return self.generate(prompt, options)
+
+    def metrics(self) -> GenerateMetrics:
+        return self._metrics
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise GenerationError(f"{type(self).__name__} is closed")
+
+
+def options_or_default(options: GenerateOptions | None) -> GenerateOptions:
+    return options if options is not None else GenerateOptions()
+
+
+def check_prompt_length(index: int, n_tokens: int, context_len: int, reserve: int = 0) -> None:
+    """Raise `PromptError` for an empty prompt or one that leaves no room.
+
+    ``reserve`` is what must fit after the prompt (label tokens, or at least
+    one generated token).
+    """
+    if n_tokens == 0:
+        raise PromptError("empty_prompt", "prompt is empty", index=index)
+    if n_tokens + reserve > context_len:
+        need = f" + {reserve:,} to generate" if reserve else ""
+        raise PromptError(
+            "prompt_too_long",
+            f"prompt is {n_tokens:,} tokens{need}, context is {context_len:,}",
+            index=index,
+        )
+
+
+def label_distribution(logprobs: Mapping[str, float]) -> tuple[str, dict[str, float]]:
+    """The winning label and every label's probability, normalised over the labels.
+
+    ``logprobs`` maps a label to the log-probability of its whole token
+    sequence after the prompt (the sum over its tokens).
+    """
+    top = max(logprobs.values())
+    weights = {label: math.exp(lp - top) for label, lp in logprobs.items()}
+    total = sum(weights.values())
+    probs = {label: w / total for label, w in weights.items()}
+    winner = max(probs, key=lambda label: probs[label])
+    return winner, probs
+
+
+def log_softmax_at(logits: Sequence[float], index: int) -> float:
+    """log p(index) under softmax(logits), computed stably."""
+    top = max(logits)
+    total = sum(math.exp(x - top) for x in logits)
+    return logits[index] - top - math.log(total)

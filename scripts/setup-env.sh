@@ -1,0 +1,23 @@
+# Sourced by scripts/*: creates .venv and installs inferq with every extra,
+# pinned by constraints.txt, then activates it. Idempotent and quick when done.
+# The first run builds llama-cpp-python from source (about 6 minutes on 2 cores);
+# pip caches the wheel for later runs.
+set -euo pipefail
+PYTHON=${PYTHON:-python3}
+if ! command -v redis-server >/dev/null 2>&1; then
+    echo "setup: installing redis-server" >&2
+    if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq redis-server >/dev/null
+    else sudo apt-get update -qq && sudo apt-get install -y -qq redis-server >/dev/null; fi
+fi
+if [ ! -x .venv/bin/python ]; then
+    "$PYTHON" -m venv .venv
+fi
+# shellcheck disable=SC1091
+source .venv/bin/activate
+stamp=.venv/.inferq-installed
+want=$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+    python -m pip install -q --upgrade pip
+    python -m pip install -q -c constraints.txt -e ".[llama,mlx,dev]"
+    echo "$want" > "$stamp"
+fi
