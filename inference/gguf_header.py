@@ -44,7 +44,12 @@ class GGUFHeader:
     @property
     def quant_bits(self) -> int:
         file_type = self.metadata.get("general.file_type")
-        return _FILE_TYPE_BITS.get(file_type, 0) if isinstance(file_type, int) else 0
+        return file_type_bits(file_type) if isinstance(file_type, int) else 0
+
+
+def file_type_bits(file_type: int) -> int:
+    """Bits per weight of the main tensors for llama.cpp's ``general.file_type``; 0 = unknown."""
+    return _FILE_TYPE_BITS.get(file_type, 0)
 
 
 class _Reader:
