@@ -14,7 +14,9 @@ from inference.types import DiscoveredModel
 DEFAULT_MAX_DEPTH = 4
 
 
-def discover(root: str | os.PathLike[str], *, max_depth: int = DEFAULT_MAX_DEPTH) -> list[DiscoveredModel]:
+def discover(
+    root: str | os.PathLike[str], *, max_depth: int = DEFAULT_MAX_DEPTH
+) -> list[DiscoveredModel]:
     """Models under ``root``, sorted by path.
 
     Scans nested directories down to ``max_depth`` levels below ``root``

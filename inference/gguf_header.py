@@ -67,10 +67,15 @@ class _Reader:
         value: object = struct.unpack(fmt, self.take(struct.calcsize(fmt)))[0]
         return value
 
+    def u32(self) -> int:
+        value: int = struct.unpack("<I", self.take(4))[0]
+        return value
+
     def count(self, limit: int, what: str) -> int:
-        value = int(self.unpack("<Q"))  # type: ignore[call-overload]
+        value: int = struct.unpack("<Q", self.take(8))[0]
         if value > limit:
-            raise ModelLoadError(self.path, f"GGUF header claims {value:,} {what} (limit {limit:,})")
+            raise ModelLoadError(
+                self.path, f"GGUF header claims {value:,} {what} (limit {limit:,})")
         return value
 
     def string(self) -> str:
@@ -83,7 +88,7 @@ class _Reader:
         if kind == _STRING:
             return self.string()
         if kind == _ARRAY:
-            item_kind = int(self.unpack("<I"))  # type: ignore[call-overload]
+            item_kind = self.u32()
             length = self.count(_MAX_ARRAY, "array items")
             if item_kind in _SCALARS:  # skip without decoding
                 self.take(length * struct.calcsize(_SCALARS[item_kind]))
@@ -109,7 +114,7 @@ def read_gguf_header(path: str) -> GGUFHeader:
         magic = stream.read(4)
         if magic != MAGIC:
             raise ModelLoadError(path, f"not a GGUF file (magic {magic!r}, expected {MAGIC!r})")
-        version = int(reader.unpack("<I"))  # type: ignore[call-overload]
+        version = reader.u32()
         if version not in (2, 3):
             raise ModelLoadError(path, f"unsupported GGUF version {version}")
         tensors = reader.count(_MAX_TENSORS, "tensors")
@@ -117,7 +122,7 @@ def read_gguf_header(path: str) -> GGUFHeader:
         metadata: dict[str, object] = {}
         for _ in range(kv_count):
             key = reader.string()
-            kind = int(reader.unpack("<I"))  # type: ignore[call-overload]
+            kind = reader.u32()
             value = reader.value(kind)
             if value is not None:
                 metadata[key] = value

@@ -72,7 +72,10 @@ class TextModel(Protocol):
 
 @runtime_checkable
 class Backend(Protocol):
-    """An engine that loads models: ``llama_cpp``, ``rocm``, ``cuda``, ``metal``, ``mlx``, ``http``."""
+    """An engine that loads models, under one registry name.
+
+    Built in: ``llama_cpp``, ``rocm``, ``cuda``, ``metal``, ``mlx``, ``http``.
+    """
 
     @property
     def name(self) -> str:

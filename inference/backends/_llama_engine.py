@@ -145,6 +145,9 @@ class Engine:
         self.n_vocab = int(lc.llama_vocab_n_tokens(self.vocab))
         self.n_ctx_train = int(lc.llama_model_n_ctx_train(self.model))
         self._pieces: dict[int, bytes] = {}
+        self.memory: Any = None
+        self.batch = Batch(1)
+        self.shape = ContextShape(n_ctx=0, n_seq_max=0, n_batch=1, n_ubatch=1, threads=1)
 
     def create_context(self, shape: ContextShape) -> None:
         """Create the context; the model must be loaded."""
@@ -286,7 +289,10 @@ class Sampler:
 
     def __init__(self, options: GenerateOptions, n_vocab: int) -> None:
         self.chain = lc.llama_sampler_chain_init(lc.llama_sampler_chain_default_params())
-        add = lambda s: lc.llama_sampler_chain_add(self.chain, s)  # noqa: E731
+
+        def add(stage: Any) -> None:
+            lc.llama_sampler_chain_add(self.chain, stage)
+
         if options.repeat_penalty not in (0.0, 1.0):
             add(lc.llama_sampler_init_penalties(n_vocab, _REPEAT_LAST_N, options.repeat_penalty,
                                                 0.0, 0.0))

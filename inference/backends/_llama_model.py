@@ -63,6 +63,8 @@ class LlamaModel(BaseTextModel):
         self._seq_limit = min(shape.n_ctx, engine.n_ctx_train or shape.n_ctx)
         self._slots = shape.n_seq_max
         self._run: object | None = None  # the operation that owns the context now
+        #: Prompt tokens the last classify did not compute, thanks to shared prefixes.
+        self.reused_prefix_tokens = 0
 
     @classmethod
     def load(cls, path: str, options: LoadOptions, *, backend: str) -> LlamaModel:
@@ -146,6 +148,7 @@ class LlamaModel(BaseTextModel):
             except PromptError as err:
                 results[i] = ClassifyResult(error=err)
         prefill = 0.0
+        self.reused_prefix_tokens = 0
         for group in self._classify_groups(valid, reserve):
             if self._run is not run:
                 raise GenerationError("another operation started on this model mid-classify")
@@ -196,6 +199,7 @@ class LlamaModel(BaseTextModel):
             engine.decode()
             for seq in range(1, len(group)):
                 engine.copy_sequence(0, seq)
+            self.reused_prefix_tokens += shared * (len(group) - 1)
         batch.clear()
         rows = [batch.add(ids[shared:], seq, shared) + len(ids) - shared - 1
                 for seq, ids in enumerate(group)]
