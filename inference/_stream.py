@@ -42,13 +42,15 @@ class TokenStream:
         """At the end of generation: everything still held back."""
         if self.stopped:
             return []
-        tail = self._decoder.decode(b"", final=True)
+        tail = self._decoder.decode(b"", final=True)  # an unfinished character -> U+FFFD
         if tail and self._pending:
             last = self._pending[-1]
             self._pending[-1] = Token(last.id, last.text + tail)
         return self._release(len(self._pending))
 
     def _release(self, n: int) -> list[Token]:
+        if n == len(self._pending) and self._decoder.getstate()[0]:
+            n -= 1  # the last token's bytes end mid-character: keep it until they complete
         out, self._pending = self._pending[:n], self._pending[n:]
         return out
 

@@ -136,11 +136,12 @@ def test_max_tokens_and_stop_tokens_are_honoured(model):
     stop_at = next(i for i, t in enumerate(full) if t.id not in {u.id for u in full[:i]} and i)
     stopped = list(model.generate(
         "stop test", GenerateOptions(max_tokens=10, stop_tokens=(full[stop_at].id,))))
-    assert stopped == full[:stop_at]
+    assert [t.id for t in stopped] == [t.id for t in full[:stop_at]]
     result = model.batch_generate(
         ["stop test"], GenerateOptions(max_tokens=10, stop_tokens=(full[stop_at].id,)))[0]
     assert result.finish_reason == "stop"
-    assert result.tokens == tuple(full[:stop_at])
+    assert result.tokens == tuple(stopped)
+    assert result.text == bytes(t.id for t in stopped).decode("utf-8", errors="replace")
 
 
 def test_stop_strings_end_generation_before_the_stop_text(model):

@@ -41,3 +41,8 @@ def test_earliest_of_several_stop_strings_wins():
 def test_invalid_utf8_is_replaced_not_raised():
     tokens = feed_all(TokenStream(), [b"\xff", b"ok"])
     assert "".join(t.text for t in tokens) == "\ufffdok"
+
+
+def test_a_character_left_unfinished_at_the_end_becomes_a_replacement_character():
+    tokens = feed_all(TokenStream(), [b"ok", b"\xe2\x82"])
+    assert [t.text for t in tokens] == ["ok", "\ufffd"]

@@ -412,8 +412,8 @@ def _metrics(prompt: int, generated: int, prefill: float, decode: float,
              total: float) -> GenerateMetrics:
     return GenerateMetrics(prompt_tokens=prompt, generated_tokens=generated,
                            prefill_seconds=prefill, decode_seconds=decode, total_seconds=total,
-                           peak_memory_bytes=peak_rss_bytes(),
-                           active_memory_bytes=current_rss_bytes())
+                           active_memory_bytes=current_rss_bytes(),
+                           peak_memory_bytes=peak_rss_bytes())
 
 
 def _common_prefix(a: list[int], b: list[int], limit: int) -> int:
