@@ -8,8 +8,8 @@ import pytest
 pytest.importorskip("llama_cpp")
 pytest.importorskip("mlx_lm")
 
-import inference  # noqa: E402
-from inference import GenerateOptions, LoadOptions  # noqa: E402
+import inference
+from inference import GenerateOptions, LoadOptions
 
 pytestmark = [pytest.mark.llama, pytest.mark.mlx]
 
