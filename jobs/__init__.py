@@ -1,3 +1,3 @@
-"""jobs: the job domain, free of Celery (specs, readers, chunks, sinks). Filled by the queue runtime."""
+"""jobs: the job domain, free of Celery (specs, readers, chunks, sinks)."""
 
 __all__: list[str] = []
