@@ -64,13 +64,16 @@ class BaseTextModel(ABC):
 
     # -- shared behaviour -----------------------------------------------------------
 
+    def render_chat(self, messages: Sequence[Message]) -> str:
+        """``messages`` under the model's template (or the fallback), as prompt text."""
+        bos, eos = self.special_tokens()
+        return render_chat(self.chat_template(), messages, bos_token=bos, eos_token=eos)
+
     def chat(
         self, messages: Sequence[Message], options: GenerateOptions | None = None
     ) -> Iterator[Token]:
         """Render ``messages`` with the model's template, then generate."""
-        bos, eos = self.special_tokens()
-        prompt = render_chat(self.chat_template(), messages, bos_token=bos, eos_token=eos)
-        return self.generate(prompt, options)
+        return self.generate(self.render_chat(messages), options)
 
     def metrics(self) -> GenerateMetrics:
         return self._metrics

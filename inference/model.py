@@ -71,6 +71,15 @@ class TextModel(Protocol):
 
 
 @runtime_checkable
+class ChatRenderer(Protocol):
+    """Optional: a model that can turn chat messages into its prompt text."""
+
+    def render_chat(self, messages: Sequence[Message]) -> str:
+        """``messages`` under the model's own chat template, ready for the prompt."""
+        ...
+
+
+@runtime_checkable
 class Backend(Protocol):
     """An engine that loads models, under one registry name.
 

@@ -17,3 +17,41 @@ MODEL_CACHE = Path(os.environ.get("INFERQ_TEST_CACHE", ROOT / ".cache" / "test-m
 def tiny_model() -> TinyLlama:
     """The 0.2M-parameter byte-level llama, as a GGUF file and an HF directory."""
     return build_tiny_llama(MODEL_CACHE)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    """One private redis-server for the session; tests get it flushed."""
+    from tests.processes import RedisServer
+
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server):
+    import redis
+
+    client = redis.Redis.from_url(redis_server.url)
+    client.flushall()
+    client.close()
+    return redis_server.url
+
+
+@pytest.fixture
+def start_worker(redis_url, tmp_path):
+    """Start ``inferq worker`` processes; every one is stopped after the test."""
+    from tests.processes import Worker
+
+    started: list[Worker] = []
+
+    def start(name: str = "w1", results: str | None = None, **settings: str) -> Worker:
+        worker = Worker(redis_url, results or str(tmp_path / "results"), name, tmp_path,
+                        **settings)
+        started.append(worker)
+        return worker.start()
+
+    yield start
+    for worker in started:
+        worker.stop()

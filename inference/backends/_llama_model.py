@@ -38,7 +38,6 @@ from inference.types import (
     BatchResult,
     ClassifyResult,
     GenerateMetrics,
-    Message,
     ModelInfo,
     Token,
 )
@@ -111,8 +110,11 @@ class LlamaModel(BaseTextModel):
 
     def _encode(self, text: str) -> tuple[list[int], int]:
         """Token ids of a prompt (BOS as the model asks) and how many carry content."""
+        bos = self._engine.bos
         ids = self._engine.tokenize(text, add_special=True, parse_special=True)
-        bos_added = bool(ids) and ids[0] == self._engine.bos and self._engine.adds_bos()
+        if ids[:2] == [bos, bos] and self._engine.adds_bos():
+            ids = ids[1:]  # the text (a rendered chat template) began with BOS itself
+        bos_added = bool(ids) and ids[0] == bos and self._engine.adds_bos()
         return ids, len(ids) - int(bos_added)
 
     def _encode_checked(self, index: int, text: str, reserve: int) -> list[int]:
@@ -252,21 +254,6 @@ class LlamaModel(BaseTextModel):
         opts = options_or_default(options)
         ids = self._encode_checked(0, prompt, 1)
         return self._stream(ids, opts)
-
-    def chat(
-        self, messages: Sequence[Message], options: GenerateOptions | None = None
-    ) -> Iterator[Token]:
-        """Render with the model's template; special tokens in the template are parsed."""
-        from inference._chat import render_chat
-
-        self._check_open()
-        bos, eos = self.special_tokens()
-        text = render_chat(self.chat_template(), messages, bos_token=bos, eos_token=eos)
-        ids, _ = self._encode(text)
-        if bos and text.startswith(bos) and ids[:2] == [self._engine.bos] * 2:
-            ids = ids[1:]  # the template wrote BOS itself
-        check_prompt_length(0, len(ids), self._seq_limit, 1)
-        return self._stream(ids, options_or_default(options))
 
     def _stream(self, ids: list[int], opts: GenerateOptions) -> Iterator[Token]:
         for _, tokens, _ in self._decode_loop([(0, ids)], opts):

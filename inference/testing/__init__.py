@@ -1,5 +1,6 @@
 """Helpers for testing code that uses inference: a tiny generated model."""
 
+from inference.testing.fake import FakeBackend, FakeModel
 from inference.testing.tiny_llama import (
     BENCH_CONFIG,
     BOS_ID,
@@ -18,6 +19,8 @@ __all__ = [
     "EOS_ID",
     "PAD_ID",
     "VOCAB_SIZE",
+    "FakeBackend",
+    "FakeModel",
     "TinyLlama",
     "TinyLlamaConfig",
     "build_tiny_llama",

@@ -1,0 +1,60 @@
+"""Errors of the job domain.
+
+Hierarchy::
+
+    JobError                              root: catch this for anything from jobs
+    ├── InvalidJobSpec (ValueError)       a spec field is wrong; the message names it
+    ├── InputFileError (ValueError)       the input file cannot be read as its format
+    │                                     (names the file and the line or row)
+    ├── DuplicateCustomId (ValueError)    two rows share a custom_id
+    ├── JobNotFound (LookupError)         no job with that id
+    └── JobStateError (RuntimeError)      the job is not in a state that allows this
+"""
+
+from __future__ import annotations
+
+
+class JobError(Exception):
+    """Root of every error raised by `jobs`."""
+
+
+class InvalidJobSpec(JobError, ValueError):
+    """A job spec field is invalid."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        super().__init__(f"invalid job spec: {field}: {message}")
+
+
+class InputFileError(JobError, ValueError):
+    """An input file that cannot be read; the job is rejected before anything is queued."""
+
+    def __init__(self, path: str, message: str, *, line: int | None = None) -> None:
+        self.path = path
+        self.line = line
+        where = f"{path}, line {line}" if line is not None else path
+        super().__init__(f"{where}: {message}")
+
+
+class DuplicateCustomId(JobError, ValueError):
+    """Two input rows share a custom_id."""
+
+    def __init__(self, path: str, custom_id: str, row: int) -> None:
+        self.custom_id = custom_id
+        self.row = row
+        super().__init__(
+            f"{path}: custom_id {custom_id!r} at row {row} appears earlier in the file; "
+            "custom ids must be unique within a job"
+        )
+
+
+class JobNotFound(JobError, LookupError):
+    """No job with this id."""
+
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        super().__init__(f"no job {job_id!r}")
+
+
+class JobStateError(JobError, RuntimeError):
+    """The job's state does not allow the operation."""

@@ -1,0 +1,193 @@
+"""Run one chunk of rows against any `TextModel`: result rows and the chunk's metrics.
+
+Rows are sent to the model in batches; between batches ``should_stop`` is asked
+whether to give up (cancellation). Rows that cannot run become error rows; a
+chunk always yields exactly one result row per input row.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import pyarrow as pa
+
+from inference import (
+    BatchResult,
+    ClassifyResult,
+    GenerateMetrics,
+    InferenceError,
+    TextModel,
+)
+from inference.model import ChatRenderer
+from jobs.rows import InputRow
+from jobs.schema import METRICS_SCHEMA, RESULTS_SCHEMA
+from jobs.spec import JobSpec
+from jobs.store import ChunkSummary
+
+DEFAULT_BATCH = 64
+
+
+class ChunkStopped(Exception):
+    """``should_stop`` said yes between batches."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChunkContext:
+    """Where a chunk runs: for the provenance columns."""
+
+    job_id: str
+    chunk: int
+    backend: str
+    worker: str
+    device: str = "cpu"
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkOutput:
+    results: pa.Table
+    metrics: pa.Table
+    summary: ChunkSummary
+
+
+def run_chunk(model: TextModel, spec: JobSpec, rows: Sequence[InputRow], ctx: ChunkContext,
+              *, batch_size: int = DEFAULT_BATCH,
+              should_stop: Callable[[], bool] = lambda: False) -> ChunkOutput:
+    """Run ``rows`` through ``model`` as ``spec`` says."""
+    started = datetime.now(UTC)
+    clock = time.perf_counter()
+    out: list[dict[str, Any]] = []
+    totals = _Totals()
+    for first in range(0, len(rows), batch_size):
+        if first and should_stop():
+            raise ChunkStopped()
+        batch = rows[first:first + batch_size]
+        out.extend(_run_batch(model, spec, batch, ctx, totals))
+    now = datetime.now(UTC)
+    for row in out:
+        row["completed_at"] = now
+    results = pa.Table.from_pylist(out, schema=RESULTS_SCHEMA)
+    errors = sum(r.get("error_code") is not None for r in out)
+    m = totals.metrics(time.perf_counter() - clock)
+    metrics = pa.Table.from_pylist([{
+        "job_id": ctx.job_id, "chunk": ctx.chunk, "model": spec.model, "backend": ctx.backend,
+        "worker": ctx.worker, "host": socket.gethostname(), "device": ctx.device,
+        "rows": len(out), "errors": errors, "prompt_tokens": m.prompt_tokens,
+        "generated_tokens": m.generated_tokens, "prefill_seconds": m.prefill_seconds,
+        "decode_seconds": m.decode_seconds, "total_seconds": m.total_seconds,
+        "prefill_tokens_per_sec": m.prefill_tokens_per_sec,
+        "decode_tokens_per_sec": m.decode_tokens_per_sec,
+        "peak_memory_bytes": m.peak_memory_bytes, "active_memory_bytes": m.active_memory_bytes,
+        "started_at": started, "finished_at": now}], schema=METRICS_SCHEMA)
+    summary = ChunkSummary(rows=len(out), errors=errors, worker=ctx.worker, backend=ctx.backend,
+                           prompt_tokens=m.prompt_tokens, generated_tokens=m.generated_tokens,
+                           prefill_seconds=m.prefill_seconds, decode_seconds=m.decode_seconds,
+                           total_seconds=m.total_seconds)
+    return ChunkOutput(results=results, metrics=metrics, summary=summary)
+
+
+def error_rows(spec: JobSpec, rows: Sequence[InputRow], ctx: ChunkContext, code: str,
+               message: str) -> pa.Table:
+    """Every row of a chunk that could not run at all (failed, expired), as error rows."""
+    now = datetime.now(UTC)
+    return pa.Table.from_pylist(
+        [_base(spec, row, ctx) | {"error_code": code, "error_message": message,
+                                  "finish_reason": "error" if spec.op == "generate" else None,
+                                  "completed_at": now}
+         for row in rows], schema=RESULTS_SCHEMA)
+
+
+def _base(spec: JobSpec, row: InputRow, ctx: ChunkContext) -> dict[str, Any]:
+    return {"job_id": ctx.job_id, "row_index": row.index, "custom_id": row.custom_id,
+            "chunk": ctx.chunk, "op": spec.op, "model": spec.model, "backend": ctx.backend,
+            "worker": ctx.worker}
+
+
+def _prompt_text(model: TextModel, row: InputRow) -> str | None:
+    if row.prompt is not None:
+        return row.prompt
+    if row.messages and isinstance(model, ChatRenderer):
+        return model.render_chat(row.messages)
+    return None
+
+
+def _run_batch(model: TextModel, spec: JobSpec, batch: Sequence[InputRow], ctx: ChunkContext,
+               totals: _Totals) -> list[dict[str, Any]]:
+    out = [_base(spec, row, ctx) for row in batch]
+    runnable: list[int] = []
+    prompts: list[str] = []
+    for k, row in enumerate(batch):
+        if not row.ok:
+            out[k] |= {"error_code": row.error_code, "error_message": row.error_message}
+            continue
+        try:
+            text = _prompt_text(model, row)
+        except InferenceError as exc:
+            out[k] |= {"error_code": "template_error", "error_message": str(exc)}
+            continue
+        if text is None:
+            out[k] |= {"error_code": "unsupported",
+                       "error_message": "this backend cannot render chat messages"}
+            continue
+        runnable.append(k)
+        prompts.append(text)
+    if prompts:
+        if spec.op == "classify":
+            classified = model.classify(prompts, spec.options)
+            for k, c in zip(runnable, classified, strict=True):
+                out[k] |= _classified(c)
+        else:
+            generated = model.batch_generate(prompts, spec.options)
+            for k, g in zip(runnable, generated, strict=True):
+                out[k] |= _generated(g)
+        totals.add(model.metrics())
+    for result_row in out:
+        if spec.op == "generate" and result_row.get("error_code") \
+                and not result_row.get("finish_reason"):
+            result_row["finish_reason"] = "error"
+    return out
+
+
+def _classified(result: ClassifyResult) -> dict[str, Any]:
+    if result.error is not None:
+        return {"error_code": result.error.code, "error_message": str(result.error),
+                "prompt_tokens": result.prompt_tokens}
+    probs = [{"label": k, "prob": v} for k, v in (result.label_probs or {}).items()]
+    return {"label": result.label, "label_probs": probs or None,
+            "token_id": result.token.id if result.token else None,
+            "text": result.token.text if result.token else None,
+            "prompt_tokens": result.prompt_tokens, "generated_tokens": 0}
+
+
+def _generated(result: BatchResult) -> dict[str, Any]:
+    if result.error is not None:
+        return {"error_code": result.error.code, "error_message": str(result.error),
+                "finish_reason": "error"}
+    return {"text": result.text, "generated_tokens": len(result.tokens),
+            "prompt_tokens": result.prompt_tokens, "finish_reason": result.finish_reason}
+
+
+class _Totals:
+    """Sums `GenerateMetrics` over a chunk's batches."""
+
+    def __init__(self) -> None:
+        self.prompt = self.generated = self.peak = self.active = 0
+        self.prefill = self.decode = 0.0
+
+    def add(self, m: GenerateMetrics) -> None:
+        self.prompt += m.prompt_tokens
+        self.generated += m.generated_tokens
+        self.prefill += m.prefill_seconds
+        self.decode += m.decode_seconds
+        self.peak = max(self.peak, m.peak_memory_bytes)
+        self.active = m.active_memory_bytes
+
+    def metrics(self, total_seconds: float) -> GenerateMetrics:
+        return GenerateMetrics(prompt_tokens=self.prompt, generated_tokens=self.generated,
+                               prefill_seconds=self.prefill, decode_seconds=self.decode,
+                               total_seconds=total_seconds, peak_memory_bytes=self.peak,
+                               active_memory_bytes=self.active)

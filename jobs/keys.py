@@ -1,0 +1,69 @@
+"""Every Redis key inferq uses, in one place: the whole footprint on one screen.
+
+    inferq:jobs                              zset   job id -> created_at (recent jobs)
+    inferq:job:<id>                          hash   state, <state>_at timestamps, total,
+                                                    completed, failed, chunks, spec, error
+    inferq:job:<id>:done                     hash   chunk -> summary JSON (set membership:
+                                                    the first completion wins)
+    inferq:job:<id>:attempts                 hash   chunk -> deliveries started
+    inferq:job:<id>:input:<chunk>            string the chunk's input rows (zlib JSON)
+    inferq:job:<id>:part:<kind>:<chunk>      string a Parquet part in flight (Redis-only results)
+    inferq:job:<id>:metrics                  hash   "<backend>|<field>" -> running totals
+    inferq:job:<id>:stream                   stream result rows for live readers (capped)
+    inferq:job:<id>:cancel                   string present = cancel requested
+    inferq:job:<id>:finalize                 string finalize lock (first finisher wins)
+    inferq:workers                           zset   worker name -> last heartbeat
+    inferq:worker:<name>                     string advertisement JSON, expires with its TTL
+"""
+
+from __future__ import annotations
+
+PREFIX = "inferq"
+
+JOBS = f"{PREFIX}:jobs"
+WORKERS = f"{PREFIX}:workers"
+
+
+def job(job_id: str) -> str:
+    return f"{PREFIX}:job:{job_id}"
+
+
+def done(job_id: str) -> str:
+    return f"{job(job_id)}:done"
+
+
+def attempts(job_id: str) -> str:
+    return f"{job(job_id)}:attempts"
+
+
+def chunk_input(job_id: str, chunk: int) -> str:
+    return f"{job(job_id)}:input:{chunk}"
+
+
+def part(job_id: str, kind: str, chunk: int) -> str:
+    return f"{job(job_id)}:part:{kind}:{chunk}"
+
+
+def metrics(job_id: str) -> str:
+    return f"{job(job_id)}:metrics"
+
+
+def stream(job_id: str) -> str:
+    return f"{job(job_id)}:stream"
+
+
+def cancel(job_id: str) -> str:
+    return f"{job(job_id)}:cancel"
+
+
+def finalize(job_id: str) -> str:
+    return f"{job(job_id)}:finalize"
+
+
+def worker(name: str) -> str:
+    return f"{PREFIX}:worker:{name}"
+
+
+def job_pattern(job_id: str) -> str:
+    """Matches every key of one job (for deletion)."""
+    return f"{job(job_id)}*"

@@ -1,0 +1,170 @@
+"""`RedisJobStore`: the job store shared by submitters and workers.
+
+Chunk completion is recorded by set membership: one Lua script does ``HSETNX``
+on the job's done-hash and, only when that chunk was new, moves the counts and
+metric totals. A redelivered chunk therefore changes nothing, and the counts
+can always be rebuilt from the done-hash (`inferq reconcile`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import zlib
+from collections.abc import Sequence
+from typing import Any
+
+import redis
+
+from jobs import keys
+from jobs.errors import JobNotFound
+from jobs.rows import InputRow
+from jobs.spec import JobSpec
+from jobs.store import METRIC_FIELDS, ChunkSummary, JobStatus
+
+STREAM_MAXLEN = 10_000
+FINALIZE_LOCK_SECONDS = 3600
+
+_COMPLETE = """
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return -1 end
+redis.call('HINCRBY', KEYS[2], 'completed', tonumber(ARGV[3]) - tonumber(ARGV[4]))
+redis.call('HINCRBY', KEYS[2], 'failed', tonumber(ARGV[4]))
+for i = 5, #ARGV, 2 do redis.call('HINCRBYFLOAT', KEYS[3], ARGV[i], ARGV[i + 1]) end
+return redis.call('HLEN', KEYS[1])
+"""
+
+_SET_STATE = """
+local current = redis.call('HGET', KEYS[1], 'state')
+if not current then return -1 end
+if #ARGV > 3 then
+  local allowed = false
+  for i = 4, #ARGV do if ARGV[i] == current then allowed = true end end
+  if not allowed then return 0 end
+end
+redis.call('HSET', KEYS[1], 'state', ARGV[1], ARGV[1] .. '_at', ARGV[2])
+if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'error', ARGV[3]) end
+return 1
+"""
+
+
+class RedisJobStore:
+    """A `JobStore` on a Redis server."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.redis = client
+        self._complete = client.register_script(_COMPLETE)
+        self._set_state = client.register_script(_SET_STATE)
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> RedisJobStore:
+        return cls(redis.Redis.from_url(url, **kwargs))
+
+    def create_job(self, spec: JobSpec, *, total: int, chunks: int) -> bool:
+        key = keys.job(spec.job_id)
+        now = time.time()
+        fields: dict[Any, Any] = {"state": "validating", "validating_at": now, "total": total,
+                  "chunks": chunks, "completed": 0, "failed": 0,
+                  "spec": json.dumps(spec.to_dict())}
+        if not self.redis.hsetnx(key, "job_id", spec.job_id):
+            return False
+        pipe = self.redis.pipeline()
+        pipe.hset(key, mapping=fields)
+        pipe.zadd(keys.JOBS, {spec.job_id: spec.created_at})
+        pipe.execute()
+        return True
+
+    def put_chunk_input(self, job_id: str, chunk: int, rows: Sequence[InputRow]) -> None:
+        payload = zlib.compress(json.dumps([r.to_json() for r in rows]).encode(), 1)
+        self.redis.set(keys.chunk_input(job_id, chunk), payload)
+
+    def get_chunk_input(self, job_id: str, chunk: int) -> list[InputRow]:
+        payload: Any = self.redis.get(keys.chunk_input(job_id, chunk))
+        if payload is None:
+            raise JobNotFound(f"{job_id} chunk {chunk} input")
+        return [InputRow.from_json(r) for r in json.loads(zlib.decompress(payload))]
+
+    def set_counts(self, job_id: str, *, total: int, chunks: int) -> None:
+        self.redis.hset(keys.job(job_id), mapping={"total": total, "chunks": chunks})
+
+    def get_spec(self, job_id: str) -> JobSpec:
+        raw = self.redis.hget(keys.job(job_id), "spec")
+        if raw is None:
+            raise JobNotFound(job_id)
+        return JobSpec.from_dict(json.loads(raw))
+
+    def status(self, job_id: str) -> JobStatus:
+        pipe = self.redis.pipeline()
+        pipe.hgetall(keys.job(job_id))
+        pipe.hlen(keys.done(job_id))
+        pipe.hgetall(keys.metrics(job_id))
+        raw, done, metric_fields = pipe.execute()
+        if not raw:
+            raise JobNotFound(job_id)
+        data = {k.decode(): v.decode() for k, v in raw.items()}
+        metrics: dict[str, dict[str, float]] = {}
+        for name, value in metric_fields.items():
+            backend, _, field = name.decode().partition("|")
+            metrics.setdefault(backend, {})[field] = float(value)
+        return JobStatus(
+            job_id=job_id, state=data["state"], total=int(data.get("total", 0)),
+            completed=int(data.get("completed", 0)), failed=int(data.get("failed", 0)),
+            chunks=int(data.get("chunks", 0)), chunks_done=int(done),
+            timestamps={k: float(v) for k, v in data.items() if k.endswith("_at")},
+            error=data.get("error", ""), metrics=metrics)
+
+    def set_state(self, job_id: str, state: str, *, error: str = "",
+                  only_from: Sequence[str] = ()) -> bool:
+        result = self._set_state(keys=[keys.job(job_id)],
+                                 args=[state, time.time(), error, *only_from])
+        if result == -1:
+            raise JobNotFound(job_id)
+        return bool(result == 1)
+
+    def start_attempt(self, job_id: str, chunk: int) -> int:
+        return int(self.redis.hincrby(keys.attempts(job_id), str(chunk), 1))
+
+    def complete_chunk(self, job_id: str, chunk: int, summary: ChunkSummary) -> int | None:
+        backend = summary.backend or "-"
+        metric_args: list[Any] = []
+        for name in METRIC_FIELDS:
+            metric_args += [f"{backend}|{name}", getattr(summary, name)]
+        done = self._complete(
+            keys=[keys.done(job_id), keys.job(job_id), keys.metrics(job_id)],
+            args=[chunk, json.dumps(summary.to_dict()), summary.rows, summary.errors,
+                  *metric_args])
+        return None if int(done) < 0 else int(done)
+
+    def done_chunks(self, job_id: str) -> dict[int, ChunkSummary]:
+        raw = self.redis.hgetall(keys.done(job_id))
+        return {int(k): ChunkSummary.from_dict(json.loads(v)) for k, v in raw.items()}
+
+    def request_cancel(self, job_id: str) -> None:
+        self.redis.set(keys.cancel(job_id), 1)
+
+    def cancel_requested(self, job_id: str) -> bool:
+        return bool(self.redis.exists(keys.cancel(job_id)))
+
+    def publish_rows(self, job_id: str, rows: Sequence[dict[str, Any]]) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        for row in rows:
+            pipe.xadd(keys.stream(job_id), {"row": json.dumps(row, default=str)},
+                      maxlen=STREAM_MAXLEN, approximate=True)
+        pipe.execute()
+
+    def claim_finalize(self, job_id: str) -> bool:
+        return bool(self.redis.set(keys.finalize(job_id), 1, nx=True, ex=FINALIZE_LOCK_SECONDS))
+
+    def drop_inputs(self, job_id: str) -> None:
+        chunks = int(self.redis.hget(keys.job(job_id), "chunks") or 0)
+        if chunks:
+            self.redis.delete(*(keys.chunk_input(job_id, c) for c in range(chunks)))
+
+    def list_jobs(self, limit: int = 20) -> list[JobStatus]:
+        ids: Any = self.redis.zrevrange(keys.JOBS, 0, limit - 1)
+        out = []
+        for raw in ids:
+            try:
+                out.append(self.status(raw.decode()))
+            except JobNotFound:
+                continue
+        return out

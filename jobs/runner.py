@@ -1,0 +1,181 @@
+"""One chunk's life on a worker, and a job's end: what a Celery task calls.
+
+`process_chunk` loads the spec and rows, skips a chunk whose part exists
+(redelivery), runs it, publishes its parts once, records completion by set
+membership, and finalizes the job when this was the last chunk. Nothing here
+knows about Celery: `inferq run` calls the same code in-process.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from inference import TextModel
+from jobs.execute import ChunkContext, ChunkOutput, ChunkStopped, error_rows, run_chunk
+from jobs.schema import SCHEMA_VERSION
+from jobs.sinks import PartSink, encode_table
+from jobs.spec import JobSpec
+from jobs.store import ChunkSummary, JobStore
+
+log = logging.getLogger("jobs.runner")
+
+#: (spec) -> (model, backend name, device) ; raises when this worker cannot serve it.
+ModelProvider = Callable[[JobSpec], tuple[TextModel, str, str]]
+
+STREAM_ROWS = 200  # result rows per chunk mirrored to the live stream
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkReport:
+    """What `process_chunk` did, for the task's return value and logs."""
+
+    job_id: str
+    chunk: int
+    outcome: str          #: ran | skipped (part existed) | cancelled | failed | expired | gone
+    rows: int = 0
+    errors: int = 0
+    finalized: bool = False
+
+
+class ChunkRunner:
+    """Runs chunks for one worker."""
+
+    def __init__(self, store: JobStore, sink: PartSink, models: ModelProvider, *,
+                 worker: str, max_attempts: int = 3) -> None:
+        self.store = store
+        self.sink = sink
+        self.models = models
+        self.worker = worker
+        self.max_attempts = max_attempts
+        self.current: tuple[str, int] | None = None  #: the chunk running now
+
+    def process(self, job_id: str, chunk: int) -> ChunkReport:
+        status = self.store.status(job_id)
+        if status.terminal:
+            return ChunkReport(job_id, chunk, "gone")
+        if self.sink.has_part(job_id, chunk):
+            summary = self._summary_from_part(job_id, chunk)
+            return self._record(job_id, chunk, summary, "skipped")
+        spec = self.store.get_spec(job_id)
+        attempt = self.store.start_attempt(job_id, chunk)
+        rows = self.store.get_chunk_input(job_id, chunk)
+        if self.store.cancel_requested(job_id):
+            return self._record(job_id, chunk, ChunkSummary(rows=0, errors=0,
+                                                            status="cancelled"), "cancelled")
+        if spec.deadline is not None and time.time() > spec.deadline:
+            return self._fail_rows(spec, chunk, rows, "expired", "expired",
+                                   "the job's deadline passed before this row ran")
+        if attempt > self.max_attempts:
+            return self._fail_rows(spec, chunk, rows, "failed", "chunk_failed",
+                                   f"chunk failed {attempt - 1} times; giving up")
+        self.store.set_state(job_id, "in_progress", only_from=("queued",))
+        self.current = (job_id, chunk)
+        try:
+            model, backend, device = self.models(spec)
+            ctx = ChunkContext(job_id=job_id, chunk=chunk, backend=backend, worker=self.worker,
+                               device=device)
+            output = run_chunk(model, spec, rows, ctx,
+                               should_stop=lambda: self.store.cancel_requested(job_id))
+        except ChunkStopped:
+            return self._record(job_id, chunk, ChunkSummary(rows=0, errors=0,
+                                                            status="cancelled"), "cancelled")
+        finally:
+            self.current = None
+        return self._publish(job_id, chunk, output)
+
+    def fail_chunk(self, job_id: str, chunk: int, reason: str) -> ChunkReport:
+        """Record every row of a chunk that cannot run as an error row (permanent failure)."""
+        spec = self.store.get_spec(job_id)
+        rows = self.store.get_chunk_input(job_id, chunk)
+        return self._fail_rows(spec, chunk, rows, "failed", "chunk_failed", reason)
+
+    # -- internals --------------------------------------------------------------------
+
+    def _fail_rows(self, spec: JobSpec, chunk: int, rows: list[Any], status: str, code: str,
+                   message: str) -> ChunkReport:
+        ctx = ChunkContext(job_id=spec.job_id, chunk=chunk, backend=spec.backend,
+                           worker=self.worker)
+        table = error_rows(spec, rows, ctx, code, message)
+        self.sink.put_part(spec.job_id, chunk, "results", encode_table(table))
+        summary = ChunkSummary(rows=len(rows), errors=len(rows), status=status,
+                               worker=self.worker, reason=message)
+        return self._record(spec.job_id, chunk, summary, status)
+
+    def _publish(self, job_id: str, chunk: int, output: ChunkOutput) -> ChunkReport:
+        won = self.sink.put_part(job_id, chunk, "results", encode_table(output.results))
+        self.sink.put_part(job_id, chunk, "metrics", encode_table(output.metrics))
+        if not won:  # another delivery published first: its part is the truth
+            summary = self._summary_from_part(job_id, chunk)
+            return self._record(job_id, chunk, summary, "skipped")
+        self.store.publish_rows(job_id, output.results.slice(0, STREAM_ROWS).to_pylist())
+        return self._record(job_id, chunk, output.summary, "ran")
+
+    def _summary_from_part(self, job_id: str, chunk: int) -> ChunkSummary:
+        table = pq.read_table(pa.BufferReader(self.sink.read_part(job_id, chunk)),
+                              columns=["error_code", "worker", "backend"])
+        errors = table.num_rows - table.column("error_code").null_count
+        worker = table.column("worker")[0].as_py() if table.num_rows else ""
+        backend = table.column("backend")[0].as_py() if table.num_rows else ""
+        return ChunkSummary(rows=table.num_rows, errors=errors, worker=worker or "",
+                            backend=backend or "")
+
+    def _record(self, job_id: str, chunk: int, summary: ChunkSummary,
+                outcome: str) -> ChunkReport:
+        done = self.store.complete_chunk(job_id, chunk, summary)
+        finalized = False
+        if done is not None and done >= self.store.status(job_id).chunks:
+            finalized = finalize(self.store, self.sink, job_id)
+        return ChunkReport(job_id, chunk, outcome, summary.rows, summary.errors, finalized)
+
+
+def finalize(store: JobStore, sink: PartSink, job_id: str) -> bool:
+    """End a job whose chunks are all recorded: manifest, terminal state. Runs once."""
+    if not store.claim_finalize(job_id):
+        return False
+    status = store.status(job_id)
+    if status.terminal:
+        return False
+    chunks = store.done_chunks(job_id)
+    outcomes = {s.status for s in chunks.values()}
+    if "cancelled" in outcomes or store.cancel_requested(job_id):
+        final = "cancelled"
+    elif "failed" in outcomes:
+        final = "failed"
+    elif "expired" in outcomes:
+        final = "expired"
+    else:
+        final = "completed"
+    if final != "cancelled":
+        store.set_state(job_id, "finalizing")
+    status = store.status(job_id)
+    sink.put_document(job_id, "manifest.json", manifest(store.get_spec(job_id), status, chunks,
+                                                        final))
+    reasons = sorted({s.reason for s in chunks.values() if s.reason})
+    store.set_state(job_id, final, error="; ".join(reasons)[:1000])
+    store.drop_inputs(job_id)
+    return True
+
+
+def manifest(spec: JobSpec, status: Any, chunks: dict[int, ChunkSummary],
+             state: str) -> dict[str, Any]:
+    """The job's closing record, written next to its parts."""
+    return {
+        "job_id": spec.job_id, "state": state, "schema_version": SCHEMA_VERSION,
+        "spec": spec.to_dict(),
+        "request_counts": {"total": status.total, "completed": status.completed,
+                           "failed": status.failed},
+        "chunks": {"total": status.chunks, "parts": sorted(c for c, s in chunks.items()
+                                                            if s.status != "cancelled"),
+                   "cancelled": sorted(c for c, s in chunks.items() if s.status == "cancelled")},
+        "metrics": status.metrics,
+        "timestamps": status.timestamps,
+    }
+
+

@@ -1,0 +1,118 @@
+"""The versioned job spec: what to run, on which model, with which options.
+
+A spec is validated when built; `from_dict` rejects unknown fields and wrong
+types with a message that names the field, so a bad spec never reaches a queue.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from inference import GenerateOptions
+from jobs.errors import InvalidJobSpec
+
+SPEC_VERSION = 1
+OPS = ("classify", "generate")
+DEFAULT_CHUNK_SIZE = 256
+MAX_CHUNK_SIZE = 100_000
+
+#: Model ids, backend names and job ids are short names: never paths or URLs.
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+
+_OPTION_FIELDS = {f.name for f in dataclasses.fields(GenerateOptions)}
+
+
+def new_job_id() -> str:
+    """A time-ordered, unguessable id: ``job-<unix ms hex>-<random hex>``."""
+    return f"job-{int(time.time() * 1000):011x}-{secrets.token_hex(4)}"
+
+
+def check_name(field_name: str, value: object, *, pattern: re.Pattern[str] = NAME) -> str:
+    if not isinstance(value, str) or not pattern.match(value) or ".." in value:
+        raise InvalidJobSpec(field_name, f"{value!r} is not a valid name (letters, digits, "
+                             "'.', '_', '-'; no paths, URLs or '..')")
+    return value
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobSpec:
+    """A job: an op over a model, with options. Labels live in ``options.labels``."""
+
+    op: str
+    model: str
+    backend: str = ""                    #: "" = any backend that serves the model
+    options: GenerateOptions = field(default_factory=GenerateOptions)
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    deadline: float | None = None        #: unix time after which the job expires
+    metadata: dict[str, str] = field(default_factory=dict)
+    job_id: str = field(default_factory=new_job_id)
+    input_name: str = ""                 #: the input file's name, for people
+    created_at: float = field(default_factory=time.time)
+    version: int = SPEC_VERSION
+
+    def __post_init__(self) -> None:
+        if self.version != SPEC_VERSION:
+            raise InvalidJobSpec("version", f"{self.version!r} is not supported "
+                                 f"(this inferq reads version {SPEC_VERSION})")
+        if self.op not in OPS:
+            raise InvalidJobSpec("op", f"{self.op!r}; use one of {', '.join(OPS)}")
+        check_name("model", self.model)
+        if self.backend:
+            check_name("backend", self.backend)
+        check_name("job_id", self.job_id, pattern=JOB_ID)
+        if not isinstance(self.chunk_size, int) or not 1 <= self.chunk_size <= MAX_CHUNK_SIZE:
+            raise InvalidJobSpec("chunk_size", f"{self.chunk_size!r}; use 1 to {MAX_CHUNK_SIZE:,}")
+        if self.op == "generate" and self.options.labels:
+            raise InvalidJobSpec("labels", "labels apply to classify jobs only")
+        if self.deadline is not None and (
+                not isinstance(self.deadline, int | float) or self.deadline <= self.created_at):
+            raise InvalidJobSpec("deadline", f"{self.deadline!r} must be a unix time after "
+                                 "the job's creation")
+        if not isinstance(self.metadata, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in self.metadata.items()):
+            raise InvalidJobSpec("metadata", "must map strings to strings")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        data["options"] = {name: _plain(getattr(self.options, name)) for name in _OPTION_FIELDS}
+        return data
+
+    @classmethod
+    def from_dict(cls, data: object) -> JobSpec:
+        if not isinstance(data, dict):
+            raise InvalidJobSpec("spec", f"expected an object, got {type(data).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise InvalidJobSpec(unknown[0], "unknown field")
+        values = dict(data)
+        values["options"] = options_from_dict(values.get("options", {}))
+        try:
+            return cls(**values)
+        except TypeError as exc:
+            raise InvalidJobSpec("spec", str(exc)) from exc
+
+
+def options_from_dict(data: object) -> GenerateOptions:
+    """`GenerateOptions` from JSON, naming the field of any bad value."""
+    if isinstance(data, GenerateOptions):
+        return data
+    if not isinstance(data, dict):
+        raise InvalidJobSpec("options", f"expected an object, got {type(data).__name__}")
+    unknown = sorted(set(data) - _OPTION_FIELDS)
+    if unknown:
+        raise InvalidJobSpec(f"options.{unknown[0]}", "unknown option")
+    try:
+        return GenerateOptions(**data)
+    except (ValueError, TypeError) as exc:
+        raise InvalidJobSpec("options", str(exc)) from exc
+
+
+def _plain(value: object) -> object:
+    return list(value) if isinstance(value, tuple) else value

@@ -1,0 +1,245 @@
+"""The job store contract (status, chunk inputs, completion by membership) and its
+in-memory implementation, used by `inferq run` and by tests of the job domain.
+
+`jobs.redis_store.RedisJobStore` is the shared implementation; both pass the same
+contract tests.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+from jobs.errors import JobNotFound
+from jobs.rows import InputRow
+from jobs.spec import JobSpec
+
+#: After the OpenAI Batch API. Terminal states end a job.
+STATES = ("validating", "queued", "in_progress", "finalizing", "completed", "failed",
+          "expired", "cancelling", "cancelled")
+TERMINAL = ("completed", "failed", "expired", "cancelled")
+METRIC_FIELDS = ("rows", "errors", "prompt_tokens", "generated_tokens", "prefill_seconds",
+                 "decode_seconds", "total_seconds")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChunkSummary:
+    """What one chunk left behind; recorded once per chunk.
+
+    ``status``: ``ok`` (its part holds every row), ``failed`` / ``expired``
+    (its part holds every row as an error row), ``cancelled`` (no part).
+    """
+
+    rows: int
+    errors: int
+    status: str = "ok"
+    worker: str = ""
+    backend: str = ""
+    prompt_tokens: int = 0
+    generated_tokens: int = 0
+    prefill_seconds: float = 0.0
+    decode_seconds: float = 0.0
+    total_seconds: float = 0.0
+    reason: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ChunkSummary:
+        return cls(**data)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobStatus:
+    """A job as the store sees it now."""
+
+    job_id: str
+    state: str
+    total: int
+    completed: int               #: rows with a result
+    failed: int                  #: error rows
+    chunks: int
+    chunks_done: int
+    timestamps: dict[str, float] = field(default_factory=dict)
+    error: str = ""
+    metrics: dict[str, dict[str, float]] = field(default_factory=dict)  #: backend -> totals
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in TERMINAL
+
+    @property
+    def done_rows(self) -> int:
+        return self.completed + self.failed
+
+
+class JobStore(Protocol):
+    """Where job state lives. Every method is safe to call twice (redelivery)."""
+
+    def create_job(self, spec: JobSpec, *, total: int, chunks: int) -> bool:
+        """Record a new job in state ``validating``; False if the id exists already."""
+        ...
+
+    def put_chunk_input(self, job_id: str, chunk: int, rows: Sequence[InputRow]) -> None: ...
+
+    def get_chunk_input(self, job_id: str, chunk: int) -> list[InputRow]: ...
+
+    def set_counts(self, job_id: str, *, total: int, chunks: int) -> None: ...
+
+    def get_spec(self, job_id: str) -> JobSpec: ...
+
+    def status(self, job_id: str) -> JobStatus: ...
+
+    def set_state(self, job_id: str, state: str, *, error: str = "",
+                  only_from: Sequence[str] = ()) -> bool:
+        """Move to ``state`` (stamping ``<state>_at``); with ``only_from``, only from those."""
+        ...
+
+    def start_attempt(self, job_id: str, chunk: int) -> int:
+        """Count one more delivery of ``chunk``; returns the attempt number (1 = first)."""
+        ...
+
+    def complete_chunk(self, job_id: str, chunk: int, summary: ChunkSummary) -> int | None:
+        """Record ``chunk`` as done, once: the number of chunks done, or None if it was
+        recorded already (a redelivery); counts and metrics move only the first time."""
+        ...
+
+    def done_chunks(self, job_id: str) -> dict[int, ChunkSummary]: ...
+
+    def request_cancel(self, job_id: str) -> None: ...
+
+    def cancel_requested(self, job_id: str) -> bool: ...
+
+    def publish_rows(self, job_id: str, rows: Sequence[dict[str, Any]]) -> None:
+        """Append result rows to the job's live stream (capped; best effort)."""
+        ...
+
+    def claim_finalize(self, job_id: str) -> bool:
+        """True for exactly one caller per job."""
+        ...
+
+    def drop_inputs(self, job_id: str) -> None: ...
+
+    def list_jobs(self, limit: int = 20) -> list[JobStatus]: ...
+
+
+class MemoryJobStore:
+    """A `JobStore` in process memory (thread-safe), for ``inferq run`` and tests."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._jobs: dict[str, dict[str, Any]] = {}
+
+    def _job(self, job_id: str) -> dict[str, Any]:
+        try:
+            return self._jobs[job_id]
+        except KeyError:
+            raise JobNotFound(job_id) from None
+
+    def create_job(self, spec: JobSpec, *, total: int, chunks: int) -> bool:
+        with self._lock:
+            if spec.job_id in self._jobs:
+                return False
+            self._jobs[spec.job_id] = {
+                "spec": spec, "state": "validating", "timestamps": {"validating_at": time.time()},
+                "total": total, "chunks": chunks, "completed": 0, "failed": 0, "error": "",
+                "inputs": {}, "done": {}, "attempts": {}, "metrics": {}, "cancel": False,
+                "finalize": False, "stream": [],
+            }
+            return True
+
+    def put_chunk_input(self, job_id: str, chunk: int, rows: Sequence[InputRow]) -> None:
+        with self._lock:
+            self._job(job_id)["inputs"][chunk] = list(rows)
+
+    def get_chunk_input(self, job_id: str, chunk: int) -> list[InputRow]:
+        with self._lock:
+            return list(self._job(job_id)["inputs"][chunk])
+
+    def set_counts(self, job_id: str, *, total: int, chunks: int) -> None:
+        with self._lock:
+            self._job(job_id).update(total=total, chunks=chunks)
+
+    def get_spec(self, job_id: str) -> JobSpec:
+        with self._lock:
+            spec: JobSpec = self._job(job_id)["spec"]
+            return spec
+
+    def status(self, job_id: str) -> JobStatus:
+        with self._lock:
+            j = self._job(job_id)
+            return JobStatus(job_id=job_id, state=j["state"], total=j["total"],
+                             completed=j["completed"], failed=j["failed"], chunks=j["chunks"],
+                             chunks_done=len(j["done"]), timestamps=dict(j["timestamps"]),
+                             error=j["error"],
+                             metrics={b: dict(m) for b, m in j["metrics"].items()})
+
+    def set_state(self, job_id: str, state: str, *, error: str = "",
+                  only_from: Sequence[str] = ()) -> bool:
+        with self._lock:
+            j = self._job(job_id)
+            if only_from and j["state"] not in only_from:
+                return False
+            j["state"] = state
+            j["timestamps"][f"{state}_at"] = time.time()
+            if error:
+                j["error"] = error
+            return True
+
+    def start_attempt(self, job_id: str, chunk: int) -> int:
+        with self._lock:
+            attempts: dict[int, int] = self._job(job_id)["attempts"]
+            attempts[chunk] = attempts.get(chunk, 0) + 1
+            return attempts[chunk]
+
+    def complete_chunk(self, job_id: str, chunk: int, summary: ChunkSummary) -> int | None:
+        with self._lock:
+            j = self._job(job_id)
+            if chunk in j["done"]:
+                return None
+            j["done"][chunk] = summary
+            j["completed"] += summary.rows - summary.errors
+            j["failed"] += summary.errors
+            totals = j["metrics"].setdefault(summary.backend or "-", dict.fromkeys(
+                METRIC_FIELDS, 0.0))
+            for name in METRIC_FIELDS:
+                totals[name] += getattr(summary, name)
+            return len(j["done"])
+
+    def done_chunks(self, job_id: str) -> dict[int, ChunkSummary]:
+        with self._lock:
+            return dict(self._job(job_id)["done"])
+
+    def request_cancel(self, job_id: str) -> None:
+        with self._lock:
+            self._job(job_id)["cancel"] = True
+
+    def cancel_requested(self, job_id: str) -> bool:
+        with self._lock:
+            return bool(self._job(job_id)["cancel"])
+
+    def publish_rows(self, job_id: str, rows: Sequence[dict[str, Any]]) -> None:
+        with self._lock:
+            stream: list[dict[str, Any]] = self._job(job_id)["stream"]
+            stream.extend(rows)
+            del stream[:-10_000]
+
+    def claim_finalize(self, job_id: str) -> bool:
+        with self._lock:
+            j = self._job(job_id)
+            claimed = not j["finalize"]
+            j["finalize"] = True
+            return claimed
+
+    def drop_inputs(self, job_id: str) -> None:
+        with self._lock:
+            self._job(job_id)["inputs"].clear()
+
+    def list_jobs(self, limit: int = 20) -> list[JobStatus]:
+        with self._lock:
+            ids = sorted(self._jobs, key=lambda i: -self._jobs[i]["spec"].created_at)[:limit]
+        return [self.status(i) for i in ids]

@@ -1,0 +1,85 @@
+"""The Celery app and the one task. Tasks are thin: the job domain does the work."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import Celery, Task, signals
+
+from inference import ModelLoadError
+from jobs.errors import JobNotFound
+from worker.config import Settings
+
+log = logging.getLogger("inferq.worker")
+
+TASK = "inferq.run_chunk"
+
+
+def create_app(settings: Settings) -> Celery:
+    app = Celery("inferq", broker=settings.broker_url, set_as_current=False)
+    app.conf.update(
+        # JSON only: a pickle message is remote code execution, and is refused.
+        task_serializer="json", accept_content=["json"], result_serializer="json",
+        task_ignore_result=True, result_backend=None,
+        # At-least-once delivery; the output protocol makes it exactly-once.
+        task_acks_late=True, task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        broker_transport_options={"visibility_timeout": settings.visibility_timeout},
+        task_time_limit=settings.chunk_time_limit,
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+        broker_connection_retry_on_startup=True,
+        task_create_missing_queues=True,
+        worker_hijack_root_logger=False,
+        worker_send_task_events=True, task_send_sent_event=True,
+    )
+    _register_task(app, settings)
+    return app
+
+
+_runtime: Any = None
+
+
+def runtime(settings: Settings) -> Any:
+    """This process's `WorkerRuntime`, built on first use (never at import)."""
+    global _runtime
+    if _runtime is None:
+        from worker.runtime import WorkerRuntime
+
+        _runtime = WorkerRuntime(settings)
+    return _runtime
+
+
+def _register_task(app: Celery, settings: Settings) -> None:
+    @app.task(name=TASK, bind=True, max_retries=None)  # type: ignore[untyped-decorator]
+    def run_chunk(self: Task, job_id: str, chunk: int) -> dict[str, Any]:
+        rt = runtime(settings)
+        try:
+            report = rt.runner.process(job_id, chunk)
+        except JobNotFound:
+            log.warning("chunk %s of unknown job %s dropped", chunk, job_id)
+            return {"job_id": job_id, "chunk": chunk, "outcome": "gone"}
+        except ModelLoadError as exc:  # permanent: every row of the chunk becomes an error row
+            report = rt.runner.fail_chunk(job_id, chunk, str(exc))
+        except Exception as exc:  # the engine, Redis, the disk, or a bug: retry, then give up
+            log.exception("chunk %s of %s failed (attempt %d of %d)", chunk, job_id,
+                          self.request.retries + 1, settings.max_attempts)
+            if self.request.retries + 1 >= settings.max_attempts:
+                report = rt.runner.fail_chunk(job_id, chunk, f"gave up after "
+                                              f"{settings.max_attempts} attempts: {exc}")
+            else:
+                raise self.retry(exc=exc, countdown=min(60, 2 ** self.request.retries)) from exc
+        rt.record(report)
+        return {"job_id": job_id, "chunk": chunk, "outcome": report.outcome,
+                "rows": report.rows, "errors": report.errors}
+
+    @signals.worker_ready.connect(weak=False)  # type: ignore[untyped-decorator]
+    def _advertise(sender: Any = None, **_: Any) -> None:
+        rt = runtime(settings)
+        rt.heartbeat.start()
+        log.info("worker %s serving %s", settings.worker_name, ", ".join(rt.queues))
+
+    @signals.worker_shutdown.connect(weak=False)  # type: ignore[untyped-decorator]
+    def _retire(sender: Any = None, **_: Any) -> None:
+        if _runtime is not None:
+            _runtime.close()

@@ -1,0 +1,74 @@
+"""Options shared by `inferq submit` and `inferq run`, and the spec they build."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from jobs.spec import DEFAULT_CHUNK_SIZE, JobSpec, options_from_dict
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: str) -> float:
+    match = _DURATION.match(value.strip())
+    if not match:
+        raise click.BadParameter(f"{value!r}: use seconds or a duration like 30m, 2h, 1d")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def job_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The spec options, in the order ``--help`` shows them."""
+    decorators = [
+        click.argument("op", type=click.Choice(["classify", "generate"])),
+        click.argument("input", type=click.Path(dir_okay=False)),
+        click.option("--model", "-m", "model_id", required=True,
+                     help="Model id, as workers' catalogs name it."),
+        click.option("--backend", "-b", default="", help="Pin a backend (default: any)."),
+        click.option("--labels", "-l", default="", help="Comma-separated labels (classify)."),
+        click.option("--max-tokens", type=int, default=256, show_default=True),
+        click.option("--temperature", type=float, default=0.0, show_default=True,
+                     help="0 = greedy."),
+        click.option("--top-k", type=int, default=0, help="0 = off."),
+        click.option("--top-p", type=float, default=0.0, help="0 = off."),
+        click.option("--seed", type=int, default=None, help="Reproducible sampling."),
+        click.option("--stop", multiple=True, help="Stop string (repeatable)."),
+        click.option("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, show_default=True,
+                     help="Rows per chunk (one queue message each)."),
+        click.option("--deadline", default=None,
+                     help="Expire unfinished rows after this long (e.g. 2h)."),
+        click.option("--format", "fmt", default=None,
+                     type=click.Choice(["jsonl", "csv", "parquet", "text"]),
+                     help="Input format (default: from the file name)."),
+        click.option("--meta", multiple=True, help="KEY=VALUE metadata (repeatable)."),
+        click.option("--job-id", default=None, help="Choose the job id (default: generated)."),
+    ]
+    for decorator in reversed(decorators):
+        fn = decorator(fn)
+    return fn
+
+
+def build_spec(kw: dict[str, Any]) -> JobSpec:
+    """A `JobSpec` from the shared options; raises InvalidJobSpec naming the field."""
+    options = options_from_dict({
+        "max_tokens": kw["max_tokens"], "temperature": kw["temperature"], "top_k": kw["top_k"],
+        "top_p": kw["top_p"], "seed": kw["seed"], "stop_strings": list(kw["stop"]),
+        "labels": [x.strip() for x in kw["labels"].split(",") if x.strip()],
+    })
+    metadata = {}
+    for item in kw["meta"]:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise click.BadParameter(f"{item!r}: use KEY=VALUE", param_hint="--meta")
+        metadata[key] = value
+    now = time.time()
+    extra = {"job_id": kw["job_id"]} if kw["job_id"] else {}
+    return JobSpec(op=kw["op"], model=kw["model_id"], backend=kw["backend"], options=options,
+                   chunk_size=kw["chunk_size"], metadata=metadata, created_at=now,
+                   deadline=now + parse_duration(kw["deadline"]) if kw["deadline"] else None,
+                   input_name=kw["input"], **extra)

@@ -1,0 +1,104 @@
+"""What the command line does against a shared Redis: submit, watch, cancel, collect."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import redis
+
+from jobs.errors import JobStateError
+from jobs.readers import InputLimits
+from jobs.redis_store import RedisJobStore
+from jobs.runner import manifest
+from jobs.sinks import ParquetSink, RedisPartSink
+from jobs.spec import JobSpec
+from jobs.store import TERMINAL, JobStatus
+from jobs.submit import submit_job
+from worker.advertise import live_workers
+from worker.app import TASK, create_app
+from worker.config import Settings
+from worker.routing import queue_for
+
+
+class NoWorkerForJob(JobStateError):
+    """No live worker consumes the queue a job would go to."""
+
+
+class Client:
+    """A submitter's view of inferq: one Redis, one results location."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.redis = redis.Redis.from_url(settings.broker_url)
+        self.store = RedisJobStore(self.redis)
+        root = "results" if settings.results_via_redis else settings.results_root()
+        #: Where this process reads results (and, with results via Redis, collects them).
+        self.sink = ParquetSink(root)
+        self._app: Any = None
+
+    @property
+    def app(self) -> Any:
+        if self._app is None:
+            self._app = create_app(self.settings)
+        return self._app
+
+    def workers(self) -> list[dict[str, Any]]:
+        return live_workers(self.redis)
+
+    def check_servable(self, spec: JobSpec) -> None:
+        """Raise `NoWorkerForJob` unless a live worker consumes the job's queue."""
+        queue = queue_for(spec)
+        workers = self.workers()
+        if not any(queue in w.get("queues", ()) for w in workers):
+            served = sorted({q for w in workers for q in w.get("queues", ())})
+            raise NoWorkerForJob(
+                f"no live worker serves {queue!r} (model {spec.model!r}"
+                f"{', backend ' + repr(spec.backend) if spec.backend else ''}); "
+                f"{len(workers)} live worker(s) serve: {', '.join(served) or 'nothing'}. "
+                "Start one that has the model, or pass --queue-anyway")
+
+    def submit(self, spec: JobSpec, input_path: str, *, fmt: str | None = None,
+               queue_anyway: bool = False, limits: InputLimits | None = None) -> JobStatus:
+        if not queue_anyway:
+            self.check_servable(spec)
+        queue = queue_for(spec)
+
+        def enqueue(job_id: str, chunk: int) -> None:
+            self.app.send_task(TASK, args=[job_id, chunk], queue=queue)
+
+        return submit_job(spec, input_path, self.store, self.sink, enqueue, fmt=fmt,
+                          limits=limits)
+
+    def cancel(self, job_id: str) -> JobStatus:
+        self.store.request_cancel(job_id)
+        self.store.set_state(job_id, "cancelling",
+                             only_from=("validating", "queued", "in_progress"))
+        return self.store.status(job_id)
+
+    def collect(self, job_id: str) -> int:
+        """With results via Redis: move finished parts to the local results directory."""
+        if not self.settings.results_via_redis:
+            return 0
+        status = self.store.status(job_id)
+        moved = RedisPartSink(self.redis).collect(job_id, status.chunks, self.sink)
+        if status.terminal:
+            self.sink.put_document(job_id, "manifest.json", manifest(
+                self.store.get_spec(job_id), status, self.store.done_chunks(job_id),
+                status.state))
+        return moved
+
+    def wait(self, job_id: str, *, poll: float = 0.5, timeout: float | None = None,
+             on_progress: Callable[[JobStatus], None] = lambda s: None) -> JobStatus:
+        """Poll until the job is terminal (collecting parts on the way); its last status."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            status = self.store.status(job_id)
+            self.collect(job_id)
+            on_progress(status)
+            if status.state in TERMINAL:
+                return status
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} still {status.state} after {timeout}s")
+            time.sleep(poll)

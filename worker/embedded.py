@@ -1,0 +1,48 @@
+"""`inferq run`: a job in this process, without Redis or Celery, with the same outputs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from jobs.runner import ChunkRunner
+from jobs.sinks import ParquetSink
+from jobs.spec import JobSpec
+from jobs.store import JobStatus, MemoryJobStore
+from jobs.submit import submit_job
+from worker.catalog import Catalog, CatalogEntry
+from worker.config import Settings
+from worker.models import ModelCache
+from worker.runtime import usable_backends
+
+
+def run_embedded(settings: Settings, spec: JobSpec, input_path: str, *,
+                 fmt: str | None = None, model_path: str | None = None,
+                 model_roots: Iterable[str] = (),
+                 on_progress: Callable[[JobStatus], None] = lambda s: None) -> JobStatus:
+    """Submit and run every chunk here; the Parquet dataset is what workers would write."""
+    roots = tuple(model_roots) or settings.model_roots
+    catalog = Catalog.build(roots=roots, catalog_file=settings.catalog,
+                            fake_models=settings.fake_models)
+    if model_path:
+        path = Path(model_path)
+        fmt_of = "gguf" if path.suffix == ".gguf" else "safetensors"
+        catalog.add(CatalogEntry(spec.model, fmt_of, str(path.resolve())))
+    store = MemoryJobStore()
+    sink = ParquetSink(settings.results_root() if not settings.results_via_redis else "results")
+    models = ModelCache(catalog, usable_backends(settings), size=1)
+    models.choose_backend(spec)  # fail before reading the input if nothing can serve it
+    chunks: list[int] = []
+    submit_job(spec, input_path, store, sink, lambda _job, chunk: chunks.append(chunk),
+               fmt=fmt)
+    runner = ChunkRunner(store, sink, models, worker="embedded",
+                         max_attempts=settings.max_attempts)
+    try:
+        for chunk in chunks:
+            runner.process(spec.job_id, chunk)
+            on_progress(store.status(spec.job_id))
+    finally:
+        models.close()
+    final = store.status(spec.job_id)
+    on_progress(final)
+    return final
