@@ -19,7 +19,7 @@ def test_ruff_finds_nothing():
 
 
 @pytest.mark.slow
-def test_mypy_strict_on_inference_finds_nothing():
-    out = subprocess.run([sys.executable, "-m", "mypy", "inference"], cwd=ROOT,
+def test_mypy_strict_on_inference_and_jobs_finds_nothing():
+    out = subprocess.run([sys.executable, "-m", "mypy", "inference", "jobs"], cwd=ROOT,
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
