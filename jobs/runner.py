@@ -61,7 +61,7 @@ class ChunkRunner:
         if status.terminal:
             return ChunkReport(job_id, chunk, "gone")
         if self.sink.has_part(job_id, chunk):
-            summary = self._summary_from_part(job_id, chunk)
+            summary = summary_from_disk(self.sink, job_id, chunk)
             return self._record(job_id, chunk, summary, "skipped")
         spec = self.store.get_spec(job_id)
         attempt = self.store.start_attempt(job_id, chunk)
@@ -112,19 +112,10 @@ class ChunkRunner:
         won = self.sink.put_part(job_id, chunk, "results", encode_table(output.results))
         self.sink.put_part(job_id, chunk, "metrics", encode_table(output.metrics))
         if not won:  # another delivery published first: its part is the truth
-            summary = self._summary_from_part(job_id, chunk)
+            summary = summary_from_disk(self.sink, job_id, chunk)
             return self._record(job_id, chunk, summary, "skipped")
         self.store.publish_rows(job_id, output.results.slice(0, STREAM_ROWS).to_pylist())
         return self._record(job_id, chunk, output.summary, "ran")
-
-    def _summary_from_part(self, job_id: str, chunk: int) -> ChunkSummary:
-        table = pq.read_table(pa.BufferReader(self.sink.read_part(job_id, chunk)),
-                              columns=["error_code", "worker", "backend"])
-        errors = table.num_rows - table.column("error_code").null_count
-        worker = table.column("worker")[0].as_py() if table.num_rows else ""
-        backend = table.column("backend")[0].as_py() if table.num_rows else ""
-        return ChunkSummary(rows=table.num_rows, errors=errors, worker=worker or "",
-                            backend=backend or "")
 
     def _record(self, job_id: str, chunk: int, summary: ChunkSummary,
                 outcome: str) -> ChunkReport:
@@ -133,6 +124,31 @@ class ChunkRunner:
         if done is not None and done >= self.store.status(job_id).chunks:
             finalized = finalize(self.store, self.sink, job_id)
         return ChunkReport(job_id, chunk, outcome, summary.rows, summary.errors, finalized)
+
+
+def summary_from_disk(sink: PartSink, job_id: str, chunk: int) -> ChunkSummary:
+    """A chunk's summary rebuilt from its published parts (the truth after a redelivery)."""
+    table = pq.read_table(pa.BufferReader(sink.read_part(job_id, chunk)),
+                          columns=["error_code", "worker", "backend"])
+    errors = table.num_rows - table.column("error_code").null_count
+    worker = table.column("worker")[0].as_py() if table.num_rows else ""
+    backend = table.column("backend")[0].as_py() if table.num_rows else ""
+    tokens: dict[str, Any] = {}
+    if sink.has_part(job_id, chunk, "metrics"):
+        metrics = pq.read_table(pa.BufferReader(sink.read_part(job_id, chunk, "metrics")))
+        row = metrics.to_pylist()[0]
+        tokens = {k: row[k] for k in ("prompt_tokens", "generated_tokens", "prefill_seconds",
+                                      "decode_seconds", "total_seconds")}
+    status = "ok" if errors < table.num_rows or not table.num_rows else _all_error_status(table)
+    return ChunkSummary(rows=table.num_rows, errors=errors, worker=worker or "",
+                        backend=backend or "", status=status, **tokens)
+
+
+def _all_error_status(table: pa.Table) -> str:
+    """A part of nothing but error rows: ``failed``/``expired`` if the whole chunk was."""
+    codes = set(table.column("error_code").to_pylist())
+    return {"chunk_failed": "failed", "expired": "expired"}.get(codes.pop(), "ok") \
+        if len(codes) == 1 else "ok"
 
 
 def finalize(store: JobStore, sink: PartSink, job_id: str) -> bool:

@@ -99,6 +99,12 @@ class JobSpec:
             raise InvalidJobSpec("spec", str(exc)) from exc
 
 
+def spec_from_document(doc: dict[str, Any]) -> JobSpec:
+    """The spec inside a ``spec.json`` document (which adds input details to it)."""
+    names = {f.name for f in dataclasses.fields(JobSpec)}
+    return JobSpec.from_dict({k: v for k, v in doc.items() if k in names})
+
+
 def options_from_dict(data: object) -> GenerateOptions:
     """`GenerateOptions` from JSON, naming the field of any bad value."""
     if isinstance(data, GenerateOptions):

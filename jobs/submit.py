@@ -47,7 +47,8 @@ def submit_job(spec: JobSpec, input_path: str, store: JobStore, sink: PartSink,
     store.set_counts(spec.job_id, total=total, chunks=chunks)
     sink.put_document(spec.job_id, "spec.json",
                       spec.to_dict() | {"input": Path(input_path).name, "rows": total,
-                                        "chunks": chunks})
+                                        "input_path": str(Path(input_path).resolve()),
+                                        "format": fmt, "chunks": chunks})
     store.set_state(spec.job_id, "queued")
     if chunks == 0:
         finalize(store, sink, spec.job_id)

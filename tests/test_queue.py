@@ -244,3 +244,46 @@ def test_inferq_run_writes_the_same_dataset_without_redis(tmp_path, tiny_model):
     assert len(rows) == 60 and status["request_counts"]["total"] == 60
     assert {r[4] for r in rows} == {"llama_cpp"} and {r[3] for r in rows} == {"embedded"}
     assert (results / "jobs" / status["job_id"] / "manifest.json").exists()
+
+
+@pytest.mark.slow
+def test_reconcile_finishes_a_job_whose_redis_state_was_lost(redis_url, tmp_path,
+                                                             start_worker):
+    results = tmp_path / "results"
+    path = tmp_path / "in.jsonl"
+    with open(path, "w") as f:
+        for i in range(60):
+            f.write(json.dumps({"custom_id": f"r{i}", "prompt": f"row {i}"}) + "\n")
+    # Queue the job with no worker, let a worker finish some chunks, then lose Redis.
+    out = inferq(redis_url, results, "submit", "classify", str(path), "--model", "demo",
+                 "--chunk-size", "10", "--queue-anyway")
+    assert out.returncode == 0, out.stderr
+    job_id = out.stdout.split()[0]
+    client = redis.Redis.from_url(redis_url)
+    for _ in range(3):  # leave 3 of the 6 chunk messages unqueued: they are "lost"
+        client.rpop("inferq.model.demo")
+    worker = start_worker("w1", str(results), backends="fake", fake_models="demo")
+    deadline = time.monotonic() + 30
+    while client.llen("inferq.model.demo") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(1)
+    worker.stop()
+    assert len(list((results / "results" / f"job={job_id}").glob("*.parquet"))) == 3
+    client.flushall()  # Redis lost everything: job, counts, inputs, queues
+
+    start_worker("w2", str(results), backends="fake", fake_models="demo")
+    out = inferq(redis_url, results, "reconcile", job_id, "--json")
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["recreated"] and len(report["recorded"]) == 3
+    assert len(report["requeued"]) == 3
+    store = RedisJobStore.from_url(redis_url)
+    deadline = time.monotonic() + 60
+    while store.status(job_id).state != "completed" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    status = store.status(job_id)
+    assert (status.state, status.total, status.completed) == ("completed", 60, 60)
+    rows = results_of(results, job_id)
+    assert [r[0] for r in rows] == [f"r{i}" for i in range(60)]
+    again = inferq(redis_url, results, "reconcile", job_id, "--json")
+    assert json.loads(again.stdout)["requeued"] == []

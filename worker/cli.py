@@ -301,3 +301,39 @@ def models(root: str, max_depth: int, as_json: bool) -> None:
     print_table(["PATH", "FORMAT", "TYPE", "BITS", "SIZE"],
                 [[m.path, m.format, m.model_type or "?", str(m.quant_bits or "?"),
                   f"{m.size_bytes / 2**20:.1f} MiB"] for m in found])
+
+
+@main.command()
+@click.argument("job_id")
+@click.option("--input", "input_path", default=None, type=click.Path(dir_okay=False),
+              help="The job's input file, if it moved since submission.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def reconcile(ctx: click.Context, job_id: str, input_path: str | None, as_json: bool) -> None:
+    """Rebuild a job's Redis state from its spec and parts on disk, and finish it."""
+    from jobs.reconcile import reconcile as rebuild
+    from jobs.spec import spec_from_document
+    from worker.app import TASK
+    from worker.routing import queue_for
+
+    client = client_of(ctx)
+    try:
+        spec_doc = client.sink.read_document(job_id, "spec.json")
+    except FileNotFoundError:
+        fail(f"no spec.json for {job_id} under {client.sink.root}", 2)
+    queue = queue_for(spec_from_document(spec_doc))
+
+    def enqueue(job: str, chunk: int) -> None:
+        client.app.send_task(TASK, args=[job, chunk], queue=queue)
+
+    try:
+        report = rebuild(job_id, client.store, client.sink, enqueue, input_path=input_path)
+    except JobError as exc:
+        fail(str(exc), 2)
+    if as_json:
+        print_json(asdict(report))
+    else:
+        click.echo(f"{job_id}: {'recreated, ' if report.recreated else ''}"
+                   f"{len(report.recorded)} chunk(s) recorded from disk, "
+                   f"{len(report.requeued)} requeued; state {report.state}")
+

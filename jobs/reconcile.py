@@ -1,0 +1,81 @@
+"""Rebuild a job's Redis state from what is on disk, and finish it.
+
+The results location is the truth: ``spec.json`` says what the job is, each
+published part says which chunk finished and with how many error rows. After a
+Redis that lost its data (no persistence, a flush, a new server), `reconcile`
+recreates the job, records every chunk that has a part (by membership, so it
+is safe to run twice), re-reads the input file for the chunks that have none,
+and enqueues those again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from jobs.errors import InputFileError
+from jobs.readers import read_input
+from jobs.rows import InputRow
+from jobs.runner import finalize, summary_from_disk
+from jobs.sinks import ParquetSink
+from jobs.spec import spec_from_document
+from jobs.store import JobStore
+from jobs.submit import Enqueue
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcileReport:
+    job_id: str
+    recreated: bool        #: the job was absent from Redis
+    recorded: list[int]    #: chunks newly recorded from their parts
+    requeued: list[int]    #: chunks without a part, enqueued again
+    state: str
+
+
+def reconcile(job_id: str, store: JobStore, sink: ParquetSink, enqueue: Enqueue, *,
+              input_path: str | None = None) -> ReconcileReport:
+    doc = sink.read_document(job_id, "spec.json")
+    spec = spec_from_document(doc)
+    total, chunks = int(doc["rows"]), int(doc["chunks"])
+    recreated = store.create_job(spec, total=total, chunks=chunks)
+    if recreated:
+        store.set_state(job_id, "queued")
+    status = store.status(job_id)
+    if status.terminal:
+        return ReconcileReport(job_id, recreated, [], [], status.state)
+    done = store.done_chunks(job_id)
+    recorded = []
+    for chunk in sink.part_chunks(job_id):
+        if chunk not in done and store.complete_chunk(
+                job_id, chunk, summary_from_disk(sink, job_id, chunk)) is not None:
+            recorded.append(chunk)
+    done = store.done_chunks(job_id)
+    missing = [c for c in range(chunks) if c not in done]
+    if missing:
+        path = input_path or doc.get("input_path")
+        if not path:
+            raise InputFileError(job_id, "spec.json names no input file; pass --input")
+        for chunk, rows in _chunks(path, doc.get("format"), spec.chunk_size, set(missing)):
+            store.put_chunk_input(job_id, chunk, rows)
+        for chunk in missing:
+            enqueue(job_id, chunk)
+    elif store.status(job_id).chunks_done >= chunks:
+        finalize(store, sink, job_id)
+    return ReconcileReport(job_id, recreated, recorded, missing, store.status(job_id).state)
+
+
+def _chunks(path: str, fmt: str | None, size: int,
+            wanted: set[int]) -> Iterator[tuple[int, list[InputRow]]]:
+    """The input's rows for the ``wanted`` chunks, cut as submission cut them (streaming)."""
+    batch: list[InputRow] = []
+    current = -1
+    for row in read_input(path, fmt):
+        chunk = row.index // size
+        if chunk != current and batch:
+            yield current, batch
+            batch = []
+        current = chunk
+        if chunk in wanted:
+            batch.append(row)
+    if batch:
+        yield current, batch
