@@ -30,7 +30,8 @@ def job_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--model", "-m", "model_id", required=True,
                      help="Model id, as workers' catalogs name it."),
         click.option("--backend", "-b", default="", help="Pin a backend (default: any)."),
-        click.option("--labels", "-l", default="", help="Comma-separated labels (classify)."),
+        click.option("--labels", "-l", default="",
+                     help="Comma-separated labels (classify); spaces are kept."),
         click.option("--max-tokens", type=int, default=256, show_default=True),
         click.option("--temperature", type=float, default=0.0, show_default=True,
                      help="0 = greedy."),
@@ -58,7 +59,8 @@ def build_spec(kw: dict[str, Any]) -> JobSpec:
     options = options_from_dict({
         "max_tokens": kw["max_tokens"], "temperature": kw["temperature"], "top_k": kw["top_k"],
         "top_p": kw["top_p"], "seed": kw["seed"], "stop_strings": list(kw["stop"]),
-        "labels": [x.strip() for x in kw["labels"].split(",") if x.strip()],
+        # Labels keep their spaces: " positive" and "positive" tokenize differently.
+        "labels": [x for x in kw["labels"].split(",") if x.strip()],
     })
     metadata = {}
     for item in kw["meta"]:
