@@ -287,3 +287,36 @@ def test_reconcile_finishes_a_job_whose_redis_state_was_lost(redis_url, tmp_path
     assert [r[0] for r in rows] == [f"r{i}" for i in range(60)]
     again = inferq(redis_url, results, "reconcile", job_id, "--json")
     assert json.loads(again.stdout)["requeued"] == []
+
+
+SUBMIT_AND_REPORT_RSS = """
+import json, resource, sys
+from jobs.spec import JobSpec
+from worker.client import Client
+from worker.config import Settings
+client = Client(Settings(broker_url=sys.argv[1], results=sys.argv[2]))
+status = client.submit(JobSpec(op="classify", model="demo", chunk_size=1000), sys.argv[3],
+                       queue_anyway=True)
+print(json.dumps({"rows": status.total, "peak_kb": resource.getrusage(
+    resource.RUSAGE_SELF).ru_maxrss}))
+"""
+
+
+@pytest.mark.slow
+def test_submitting_100k_rows_keeps_memory_flat(redis_url, tmp_path):
+    peaks = {}
+    for rows in (10_000, 100_000):
+        path = tmp_path / f"in-{rows}.jsonl"
+        with open(path, "w") as f:
+            for i in range(rows):
+                f.write(f'{{"custom_id": "id-{i:07d}", "prompt": "row {i} of the input"}}\n')
+        out = subprocess.run([sys.executable, "-c", SUBMIT_AND_REPORT_RSS, redis_url,
+                              str(tmp_path / "results"), str(path)],
+                             capture_output=True, text=True, timeout=240)
+        assert out.returncode == 0, out.stderr
+        report = json.loads(out.stdout)
+        assert report["rows"] == rows
+        peaks[rows] = report["peak_kb"] / 1024
+    # Ten times the rows may not cost more than a few MB: rows stream, one chunk at a time.
+    assert peaks[100_000] - peaks[10_000] < 16, peaks
+    print(f"submit peak RSS: {peaks}")
