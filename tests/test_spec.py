@@ -43,7 +43,7 @@ def test_unknown_fields_and_bad_options_in_json_are_named():
     base = JobSpec(op="classify", model="tiny").to_dict()
     with pytest.raises(InvalidJobSpec, match="colour: unknown field"):
         JobSpec.from_dict(base | {"colour": "red"})
-    with pytest.raises(InvalidJobSpec, match="options.temp: unknown option"):
+    with pytest.raises(InvalidJobSpec, match=r"options\.temp: unknown option"):
         JobSpec.from_dict(base | {"options": {"temp": 1}})
     with pytest.raises(InvalidJobSpec, match="top_p"):
         JobSpec.from_dict(base | {"options": {"top_p": 3}})
