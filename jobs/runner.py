@@ -29,8 +29,6 @@ log = logging.getLogger("jobs.runner")
 #: (spec) -> (model, backend name, device) ; raises when this worker cannot serve it.
 ModelProvider = Callable[[JobSpec], tuple[TextModel, str, str]]
 
-STREAM_ROWS = 200  # result rows per chunk mirrored to the live stream
-
 
 @dataclass(frozen=True, slots=True)
 class ChunkReport:
@@ -114,7 +112,7 @@ class ChunkRunner:
         if not won:  # another delivery published first: its part is the truth
             summary = summary_from_disk(self.sink, job_id, chunk)
             return self._record(job_id, chunk, summary, "skipped")
-        self.store.publish_rows(job_id, output.results.slice(0, STREAM_ROWS).to_pylist())
+        self.store.publish_rows(job_id, output.results.to_pylist())
         return self._record(job_id, chunk, output.summary, "ran")
 
     def _record(self, job_id: str, chunk: int, summary: ChunkSummary,
