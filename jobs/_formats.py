@@ -19,7 +19,7 @@ import pyarrow as pa  # type: ignore[import-untyped, unused-ignore]
 
 from inference import Message
 from jobs.errors import InputFileError
-from jobs.rows import InputRow
+from jobs.rows import InputRow, with_expected
 
 #: OpenAI Batch API endpoints a job can run, and the body key each expects.
 URLS = {"/v1/completions": "prompt", "/v1/chat/completions": "messages"}
@@ -146,6 +146,11 @@ def custom_id(value: object, index: int, path: str, line: int | None) -> str:
 def object_row(index: int, obj: dict[str, Any], path: str, line: int) -> InputRow:
     """A row from a JSONL object: an OpenAI batch request line or a plain line."""
     cid = custom_id(obj.get("custom_id", obj.get("id")), index, path, line)
+    return with_expected(_object_content(index, cid, obj, path, line), obj.get("expected"))
+
+
+def _object_content(index: int, cid: str, obj: dict[str, Any], path: str,
+                    line: int) -> InputRow:
     if "body" not in obj:
         return _content_row(index, cid, obj, expect=None)
     url = obj.get("url")
@@ -213,8 +218,16 @@ class CsvRow:
     content_name: str
     content: int
     id_column: int | None
+    expected_column: int | None = None
 
     def __call__(self, line: int, index: int, cells: list[str]) -> InputRow:
+        row = self._row(line, index, cells)
+        column = self.expected_column
+        if column is not None and column < len(cells) and cells[column] != "":
+            return with_expected(row, cells[column])
+        return row
+
+    def _row(self, line: int, index: int, cells: list[str]) -> InputRow:
         column = self.id_column
         raw_id = cells[column] if column is not None and column < len(cells) else ""
         value = cells[self.content] if self.content < len(cells) else None

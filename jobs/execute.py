@@ -104,7 +104,7 @@ def error_rows(spec: JobSpec, rows: Sequence[InputRow], ctx: ChunkContext, code:
 def _base(spec: JobSpec, row: InputRow, ctx: ChunkContext) -> dict[str, Any]:
     return {"job_id": ctx.job_id, "row_index": row.index, "custom_id": row.custom_id,
             "chunk": ctx.chunk, "op": spec.op, "model": spec.model, "backend": ctx.backend,
-            "worker": ctx.worker}
+            "worker": ctx.worker, "expected": row.expected}
 
 
 def _prompt_text(model: TextModel, row: InputRow) -> str | None:

@@ -29,7 +29,7 @@ import pyarrow.parquet as pq  # type: ignore[import-untyped, unused-ignore]
 
 from jobs import _formats as fm
 from jobs.errors import DuplicateCustomId, InputFileError
-from jobs.rows import InputRow
+from jobs.rows import InputRow, with_expected
 
 FORMATS = ("jsonl", "csv", "parquet", "text")
 SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv",
@@ -271,7 +271,8 @@ def _read_csv(path: str, limits: InputLimits) -> Iterator[InputRow]:
                                          f"{names.count(name)} times; keep one")
             id_name = "custom_id" if "custom_id" in names else "id" if "id" in names else None
             to_row = fm.CsvRow(path, content, names.index(content),
-                               names.index(id_name) if id_name else None)
+                               names.index(id_name) if id_name else None,
+                               names.index("expected") if "expected" in names else None)
             index = 0
             for cells in reader:
                 if cells:  # [] is a blank line, not a row
@@ -291,15 +292,21 @@ def _read_parquet(path: str, limits: InputLimits) -> Iterator[InputRow]:
             raise InputFileError(path, _too_many_rows(limits))
         content, to_row, id_column = fm.parquet_columns(path, pf.schema_arrow)
         columns = [content, id_column] if id_column else [content]
+        expected_column = "expected" if "expected" in pf.schema_arrow.names else None
+        if expected_column:
+            columns.append(expected_column)
         index = 0
         try:
             for batch in pf.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=columns):
                 values = batch.column(content).to_pylist()
                 ids = batch.column(id_column).to_pylist() if id_column else [None] * len(values)
-                for value, raw_id in zip(values, ids, strict=True):
+                answers = batch.column(expected_column).to_pylist() if expected_column \
+                    else [None] * len(values)
+                for value, raw_id, answer in zip(values, ids, answers, strict=True):
                     cid = fm.custom_id(raw_id, index, path, None)
-                    yield to_row(index, cid, value) if value is not None else \
+                    row = to_row(index, cid, value) if value is not None else \
                         fm.error_row(index, cid, "missing_prompt", f"{content} is null")
+                    yield with_expected(row, answer)
                     index += 1
         except (pa.ArrowException, UnicodeDecodeError) as e:
             raise InputFileError(path, f"corrupt Parquet data near row {index}: {e}") from e

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from inference import Message
@@ -32,6 +32,7 @@ class InputRow:
     messages: tuple[Message, ...] | None = None
     error_code: str | None = None
     error_message: str | None = None
+    expected: str | None = None  #: the labelled answer, for evaluation datasets
 
     @property
     def ok(self) -> bool:
@@ -41,11 +42,20 @@ class InputRow:
         """A compact JSON-able form for chunk payloads."""
         messages = [[m.role, m.content] for m in self.messages] if self.messages else None
         return [self.index, self.custom_id, self.prompt, messages, self.error_code,
-                self.error_message]
+                self.error_message, self.expected]
 
     @classmethod
     def from_json(cls, data: list[Any]) -> InputRow:
-        index, custom_id, prompt, messages, code, message = data
+        index, custom_id, prompt, messages, code, message, expected = data
         return cls(index=index, custom_id=custom_id, prompt=prompt,
                    messages=tuple(Message(r, c) for r, c in messages) if messages else None,
-                   error_code=code, error_message=message)
+                   error_code=code, error_message=message, expected=expected)
+
+
+def with_expected(row: InputRow, value: object) -> InputRow:
+    """``row`` carrying a dataset's expected answer (numbers become their text)."""
+    if value is None:
+        return row
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        return replace(row, expected=None)
+    return replace(row, expected=str(value))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the expected column (evaluation datasets)
 
 LABEL_PROB = pa.struct([("label", pa.string()), ("prob", pa.float64())])
 
@@ -28,6 +28,7 @@ RESULTS_SCHEMA = pa.schema([
     ("prompt_tokens", pa.int32()),
     ("generated_tokens", pa.int32()),
     ("finish_reason", pa.string()),            # stop | length | error (generate)
+    ("expected", pa.string()),                 # the dataset's answer (evaluations), else null
     ("error_code", pa.string()),               # null when the row succeeded
     ("error_message", pa.string()),
     ("completed_at", pa.timestamp("ms", tz="UTC")),

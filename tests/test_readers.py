@@ -567,3 +567,17 @@ def test_reading_100k_jsonl_rows_is_fast_and_keeps_memory_flat(tmp_path: Path) -
     # Rows held in memory would cost some 250 bytes each.
     per_row = (peak_large - peak_small) / 90_000
     assert per_row < 64, f"{per_row:.0f} bytes a row: small {peak_small:,}, large {peak_large:,}"
+
+
+def test_expected_answers_are_read_from_every_tabular_format(tmp_path):
+    """Evaluation datasets carry an ``expected`` answer; numbers become their text."""
+    jsonl = tmp_path / "d.jsonl"
+    jsonl.write_text('{"prompt": "2+2?", "expected": 4}\n{"prompt": "hi", "expected": "yo"}\n'
+                     '{"prompt": "none"}\n')
+    csv_file = tmp_path / "d.csv"
+    csv_file.write_text("prompt,expected\n2+2?,4\nhi,yo\nnone,\n")
+    parquet = tmp_path / "d.parquet"
+    pq.write_table(pa.table({"prompt": ["2+2?", "hi", "none"], "expected": ["4", "yo", None]}),
+                   parquet)
+    for path in (jsonl, csv_file, parquet):
+        assert [r.expected for r in read_input(str(path))] == ["4", "yo", None], path
