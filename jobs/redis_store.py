@@ -26,6 +26,7 @@ STREAM_MAXLEN = 10_000
 FINALIZE_LOCK_SECONDS = 3600
 
 _COMPLETE = """
+if redis.call('EXISTS', KEYS[2]) == 0 then return -2 end
 if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return -1 end
 redis.call('HINCRBY', KEYS[2], 'completed', tonumber(ARGV[3]) - tonumber(ARGV[4]))
 redis.call('HINCRBY', KEYS[2], 'failed', tonumber(ARGV[4]))
@@ -47,6 +48,13 @@ return 1
 """
 
 
+_SET_COUNTS = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'total', ARGV[1], 'chunks', ARGV[2])
+return 1
+"""
+
+
 class RedisJobStore:
     """A `JobStore` on a Redis server."""
 
@@ -54,6 +62,7 @@ class RedisJobStore:
         self.redis = client
         self._complete = client.register_script(_COMPLETE)
         self._set_state = client.register_script(_SET_STATE)
+        self._set_counts = client.register_script(_SET_COUNTS)
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> RedisJobStore:
@@ -84,7 +93,8 @@ class RedisJobStore:
         return [InputRow.from_json(r) for r in json.loads(zlib.decompress(payload))]
 
     def set_counts(self, job_id: str, *, total: int, chunks: int) -> None:
-        self.redis.hset(keys.job(job_id), mapping={"total": total, "chunks": chunks})
+        if not self._set_counts(keys=[keys.job(job_id)], args=[total, chunks]):
+            raise JobNotFound(job_id)
 
     def get_spec(self, job_id: str) -> JobSpec:
         raw = self.redis.hget(keys.job(job_id), "spec")
@@ -132,6 +142,8 @@ class RedisJobStore:
             keys=[keys.done(job_id), keys.job(job_id), keys.metrics(job_id)],
             args=[chunk, json.dumps(summary.to_dict()), summary.rows, summary.errors,
                   *metric_args])
+        if int(done) == -2:
+            raise JobNotFound(job_id)
         return None if int(done) < 0 else int(done)
 
     def done_chunks(self, job_id: str) -> dict[int, ChunkSummary]:
@@ -160,6 +172,8 @@ class RedisJobStore:
             self.redis.delete(*(keys.chunk_input(job_id, c) for c in range(chunks)))
 
     def list_jobs(self, limit: int = 20) -> list[JobStatus]:
+        if limit <= 0:  # zrevrange's stop of -1 would mean "all"
+            return []
         ids: Any = self.redis.zrevrange(keys.JOBS, 0, limit - 1)
         out = []
         for raw in ids:

@@ -149,20 +149,21 @@ class RedisPartSink:
     def __init__(self, client: Any) -> None:
         self.redis = client
 
-    def has_part(self, job_id: str, chunk: int, kind: str = "results") -> bool:
+    def _key(self, job_id: str, chunk: int, kind: str) -> str:
         from jobs import keys
 
-        return bool(self.redis.exists(keys.part(job_id, kind, chunk)))
+        if kind not in KINDS:
+            raise ValueError(f"kind={kind!r}: use one of {KINDS}")
+        return keys.part(job_id, kind, chunk)
+
+    def has_part(self, job_id: str, chunk: int, kind: str = "results") -> bool:
+        return bool(self.redis.exists(self._key(job_id, chunk, kind)))
 
     def put_part(self, job_id: str, chunk: int, kind: str, data: bytes) -> bool:
-        from jobs import keys
-
-        return bool(self.redis.set(keys.part(job_id, kind, chunk), data, nx=True))
+        return bool(self.redis.set(self._key(job_id, chunk, kind), data, nx=True))
 
     def read_part(self, job_id: str, chunk: int, kind: str = "results") -> bytes:
-        from jobs import keys
-
-        data = self.redis.get(keys.part(job_id, kind, chunk))
+        data = self.redis.get(self._key(job_id, chunk, kind))
         if data is None:
             raise FileNotFoundError(f"part {kind} {chunk} of {job_id} is not in Redis")
         return bytes(data)

@@ -158,7 +158,10 @@ class MemoryJobStore:
 
     def get_chunk_input(self, job_id: str, chunk: int) -> list[InputRow]:
         with self._lock:
-            return list(self._job(job_id)["inputs"][chunk])
+            inputs: dict[int, list[InputRow]] = self._job(job_id)["inputs"]
+            if chunk not in inputs:
+                raise JobNotFound(f"{job_id} chunk {chunk} input")
+            return list(inputs[chunk])
 
     def set_counts(self, job_id: str, *, total: int, chunks: int) -> None:
         with self._lock:
