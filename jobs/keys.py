@@ -14,6 +14,11 @@
     inferq:job:<id>:finalize                 string finalize lock (first finisher wins)
     inferq:workers                           zset   worker name -> last heartbeat
     inferq:worker:<name>                     string advertisement JSON, expires with its TTL
+    inferq:eval:suites                       set    suites that have run
+    inferq:eval:<suite>:latest               hash   target -> the latest run's summary JSON
+    inferq:eval:<suite>:history:<target>     list   run summaries, newest first (bounded)
+    inferq:eval:slot:<suite>:<slot>          string a schedule slot claimed (one run per slot)
+    inferq:alerts                            stream breached thresholds, for watchers (capped)
 """
 
 from __future__ import annotations
@@ -62,6 +67,22 @@ def finalize(job_id: str) -> str:
 
 def worker(name: str) -> str:
     return f"{PREFIX}:worker:{name}"
+
+
+EVAL_SUITES = f"{PREFIX}:eval:suites"
+ALERTS = f"{PREFIX}:alerts"
+
+
+def eval_latest(suite: str) -> str:
+    return f"{PREFIX}:eval:{suite}:latest"
+
+
+def eval_history(suite: str, target: str) -> str:
+    return f"{PREFIX}:eval:{suite}:history:{target}"
+
+
+def eval_slot(suite: str, slot: int) -> str:
+    return f"{PREFIX}:eval:slot:{suite}:{slot}"
 
 
 def job_pattern(job_id: str) -> str:

@@ -18,6 +18,7 @@ import redis
 
 from jobs import keys
 from jobs.errors import JobNotFound
+from jobs.eval_store import EvalStore, RedisEvalStore
 from jobs.rows import InputRow
 from jobs.spec import JobSpec
 from jobs.store import METRIC_FIELDS, ChunkSummary, JobStatus
@@ -63,6 +64,7 @@ class RedisJobStore:
         self._complete = client.register_script(_COMPLETE)
         self._set_state = client.register_script(_SET_STATE)
         self._set_counts = client.register_script(_SET_COUNTS)
+        self.evaluations: EvalStore = RedisEvalStore(client)
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> RedisJobStore:
@@ -120,7 +122,7 @@ class RedisJobStore:
             completed=int(data.get("completed", 0)), failed=int(data.get("failed", 0)),
             chunks=int(data.get("chunks", 0)), chunks_done=int(done),
             timestamps={k: float(v) for k, v in data.items() if k.endswith("_at")},
-            error=data.get("error", ""), metrics=metrics)
+            error=data.get("error", ""), alert=data.get("alert", ""), metrics=metrics)
 
     def set_state(self, job_id: str, state: str, *, error: str = "",
                   only_from: Sequence[str] = ()) -> bool:
@@ -149,6 +151,12 @@ class RedisJobStore:
     def done_chunks(self, job_id: str) -> dict[int, ChunkSummary]:
         raw = self.redis.hgetall(keys.done(job_id))
         return {int(k): ChunkSummary.from_dict(json.loads(v)) for k, v in raw.items()}
+
+    def chunk_done(self, job_id: str, chunk: int) -> bool:
+        return bool(self.redis.hexists(keys.done(job_id), str(chunk)))
+
+    def set_alert(self, job_id: str, alert: str) -> None:
+        self.redis.hset(keys.job(job_id), "alert", alert)
 
     def request_cancel(self, job_id: str) -> None:
         self.redis.set(keys.cancel(job_id), 1)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pyarrow as pa
@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 from inference import TextModel
 from jobs.execute import ChunkContext, ChunkOutput, ChunkStopped, error_rows, run_chunk
 from jobs.schema import SCHEMA_VERSION
-from jobs.sinks import PartSink, encode_table
+from jobs.sinks import ParquetSink, PartSink, encode_table
 from jobs.spec import JobSpec
 from jobs.store import ChunkSummary, JobStore
 
@@ -58,6 +58,8 @@ class ChunkRunner:
         status = self.store.status(job_id)
         if status.terminal:
             return ChunkReport(job_id, chunk, "gone")
+        if self.store.chunk_done(job_id, chunk):
+            return ChunkReport(job_id, chunk, "skipped")  # a redelivery of a recorded chunk
         if self.sink.has_part(job_id, chunk):
             summary = summary_from_disk(self.sink, job_id, chunk)
             return self._record(job_id, chunk, summary, "skipped")
@@ -168,13 +170,31 @@ def finalize(store: JobStore, sink: PartSink, job_id: str) -> bool:
         final = "completed"
     if final != "cancelled":
         store.set_state(job_id, "finalizing")
+    spec = store.get_spec(job_id)
+    if spec.evaluation and final == "completed" and isinstance(sink, ParquetSink):
+        record_evaluation(store, sink, spec)
     status = store.status(job_id)
-    sink.put_document(job_id, "manifest.json", manifest(store.get_spec(job_id), status, chunks,
-                                                        final))
+    sink.put_document(job_id, "manifest.json", manifest(spec, status, chunks, final))
     reasons = sorted({s.reason for s in chunks.values() if s.reason})
     store.set_state(job_id, final, error="; ".join(reasons)[:1000])
     store.drop_inputs(job_id)
     return True
+
+
+def record_evaluation(store: JobStore, sink: ParquetSink, spec: JobSpec) -> None:
+    """Score an evaluation run; write its rows, its Redis record and any alert."""
+    from jobs.evaluate import breaches, evaluation_table, score_job, write_evaluation
+
+    run = score_job(spec, store.status(spec.job_id), sink)
+    previous = store.evaluations.latest(run.suite).get(run.target)
+    found = breaches(run, (spec.evaluation or {}).get("alerts") or {},
+                     previous["score"] if previous else None)
+    run = replace(run, breaches=found)
+    write_evaluation(sink, run.suite, spec.job_id, evaluation_table(run))
+    store.evaluations.record(run.summary())
+    if found:
+        store.set_alert(spec.job_id, "; ".join(found))
+        store.evaluations.alert(run.summary())
 
 
 def manifest(spec: JobSpec, status: Any, chunks: dict[int, ChunkSummary],
@@ -188,7 +208,7 @@ def manifest(spec: JobSpec, status: Any, chunks: dict[int, ChunkSummary],
         "chunks": {"total": status.chunks, "parts": sorted(c for c, s in chunks.items()
                                                             if s.status != "cancelled"),
                    "cancelled": sorted(c for c, s in chunks.items() if s.status == "cancelled")},
-        "metrics": status.metrics,
+        "metrics": status.metrics, "alert": status.alert,
         "timestamps": status.timestamps,
     }
 

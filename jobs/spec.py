@@ -54,6 +54,9 @@ class JobSpec:
     job_id: str = field(default_factory=new_job_id)
     input_name: str = ""                 #: the input file's name, for people
     created_at: float = field(default_factory=time.time)
+    #: Set for evaluation runs: {"suite", "scorer", "scorer_options", "alerts", "slot"};
+    #: the job is scored when it finalizes.
+    evaluation: dict[str, Any] | None = None
     version: int = SPEC_VERSION
 
     def __post_init__(self) -> None:
@@ -74,6 +77,10 @@ class JobSpec:
                 not isinstance(self.deadline, int | float) or self.deadline <= self.created_at):
             raise InvalidJobSpec("deadline", f"{self.deadline!r} must be a unix time after "
                                  "the job's creation")
+        if self.evaluation is not None and not (
+                isinstance(self.evaluation, dict) and isinstance(self.evaluation.get("suite"), str)
+                and isinstance(self.evaluation.get("scorer"), str)):
+            raise InvalidJobSpec("evaluation", "must name a suite and a scorer")
         if not isinstance(self.metadata, dict) or not all(
                 isinstance(k, str) and isinstance(v, str) for k, v in self.metadata.items()):
             raise InvalidJobSpec("metadata", "must map strings to strings")

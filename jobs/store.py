@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 from jobs.errors import JobNotFound
+from jobs.eval_store import EvalStore, MemoryEvalStore
 from jobs.rows import InputRow
 from jobs.spec import JobSpec
 
@@ -67,6 +68,7 @@ class JobStatus:
     timestamps: dict[str, float] = field(default_factory=dict)
     error: str = ""
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)  #: backend -> totals
+    alert: str = ""              #: an evaluation threshold this run breached
 
     @property
     def terminal(self) -> bool:
@@ -79,6 +81,8 @@ class JobStatus:
 
 class JobStore(Protocol):
     """Where job state lives. Every method is safe to call twice (redelivery)."""
+
+    evaluations: EvalStore  #: evaluation scores, beside the jobs
 
     def create_job(self, spec: JobSpec, *, total: int, chunks: int) -> bool:
         """Record a new job in state ``validating``; False if the id exists already."""
@@ -110,6 +114,10 @@ class JobStore(Protocol):
 
     def done_chunks(self, job_id: str) -> dict[int, ChunkSummary]: ...
 
+    def chunk_done(self, job_id: str, chunk: int) -> bool: ...
+
+    def set_alert(self, job_id: str, alert: str) -> None: ...
+
     def request_cancel(self, job_id: str) -> None: ...
 
     def cancel_requested(self, job_id: str) -> bool: ...
@@ -133,6 +141,7 @@ class MemoryJobStore:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._jobs: dict[str, dict[str, Any]] = {}
+        self.evaluations: EvalStore = MemoryEvalStore()
 
     def _job(self, job_id: str) -> dict[str, Any]:
         try:
@@ -178,7 +187,7 @@ class MemoryJobStore:
             return JobStatus(job_id=job_id, state=j["state"], total=j["total"],
                              completed=j["completed"], failed=j["failed"], chunks=j["chunks"],
                              chunks_done=len(j["done"]), timestamps=dict(j["timestamps"]),
-                             error=j["error"],
+                             error=j["error"], alert=j.get("alert", ""),
                              metrics={b: dict(m) for b, m in j["metrics"].items()})
 
     def set_state(self, job_id: str, state: str, *, error: str = "",
@@ -216,6 +225,14 @@ class MemoryJobStore:
     def done_chunks(self, job_id: str) -> dict[int, ChunkSummary]:
         with self._lock:
             return dict(self._job(job_id)["done"])
+
+    def chunk_done(self, job_id: str, chunk: int) -> bool:
+        with self._lock:
+            return chunk in self._job(job_id)["done"]
+
+    def set_alert(self, job_id: str, alert: str) -> None:
+        with self._lock:
+            self._job(job_id)["alert"] = alert
 
     def request_cancel(self, job_id: str) -> None:
         with self._lock:

@@ -85,10 +85,10 @@ def submit(ctx: click.Context, wait: bool, queue_anyway: bool, as_json: bool,
         fail(str(exc), 2)
     except redis.RedisError as exc:
         fail(f"cannot reach Redis at {client.settings.broker_url}: {exc}")
-    if as_json and not wait:
-        print_json(status_dict(status))
-    else:
+    if not as_json:
         click.echo(status.job_id)
+    elif not wait:  # with --wait, the final status is the one JSON document
+        print_json(status_dict(status))
     if wait:
         final = client.wait(status.job_id, on_progress=Progress())
         if as_json:
@@ -184,14 +184,21 @@ def results(ctx: click.Context, job_id: str, head: int, dest: str | None, openai
     """Show or export a job's result rows."""
     from worker.export import export_results
 
+    if openai and (not dest or dest.endswith(".csv")):
+        fail("--openai writes JSON lines: use it with --to FILE.jsonl", 2)
     client = client_of(ctx)
     client.collect(job_id)
     table = client.sink.read_results(job_id)
+    if not table.num_rows:
+        try:  # no rows yet, or a mistyped id: say which
+            client.store.status(job_id)
+        except JobNotFound as exc:
+            fail(str(exc), 2)
     if errors_only:
         table = table.filter(table.column("error_code").is_valid())
     if dest:
-        export_results(table, dest, openai=openai, errors=errors_only)
-        click.echo(f"{table.num_rows:,} rows written to {dest}")
+        written = export_results(table, dest, openai=openai, errors=errors_only)
+        click.echo(f"{written:,} rows written to {dest}")
         return
     rows = table.slice(0, head).to_pylist()
     print_table(["ROW", "CUSTOM_ID", "LABEL/TEXT", "ERROR"],
@@ -213,12 +220,17 @@ def tail(ctx: click.Context, job_id: str, timeout: float | None) -> None:
     last = "0-0"
     ends = None if timeout is None else time.monotonic() + timeout
     while ends is None or time.monotonic() < ends:
-        batches = client.redis.xread({keys.stream(job_id): last}, count=500, block=1000)
+        try:  # read the state first: once terminal, every row is in the stream
+            ended = client.store.status(job_id).state in TERMINAL
+        except JobNotFound as exc:
+            fail(str(exc), 2)
+        batches = client.redis.xread({keys.stream(job_id): last}, count=500,
+                                     block=None if ended else 1000)
         for _, entries in batches:
             for entry_id, fields in entries:
                 last = entry_id
                 click.echo(fields[b"row"].decode())
-        if not batches and client.store.status(job_id).state in TERMINAL:
+        if not batches and ended:
             return
 
 
@@ -236,8 +248,8 @@ def worker(ctx: click.Context, dry_run: bool, loglevel: str) -> None:
     settings = settings_of(ctx)
     rt = runtime(settings)
     if not rt.queues:
-        fail(f"no servable models: backends {rt.backends or 'none'}, catalog "
-             f"{rt.catalog.model_ids() or 'empty'} (set INFERQ_MODEL_ROOTS or "
+        fail(f"no servable models: backends {', '.join(rt.backends) or 'none'}, catalog "
+             f"{', '.join(rt.catalog.model_ids()) or 'empty'} (set INFERQ_MODEL_ROOTS or "
              "INFERQ_CATALOG)", 2)
     if dry_run:
         print_json({"name": settings.worker_name, "backends": rt.backends,
@@ -337,3 +349,13 @@ def reconcile(ctx: click.Context, job_id: str, input_path: str | None, as_json: 
                    f"{len(report.recorded)} chunk(s) recorded from disk, "
                    f"{len(report.requeued)} requeued; state {report.state}")
 
+
+
+def _register_subcommands() -> None:
+    from worker.cli_eval import beat, eval_group
+
+    main.add_command(eval_group)
+    main.add_command(beat)
+
+
+_register_subcommands()

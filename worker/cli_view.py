@@ -53,6 +53,8 @@ def show_status(status: JobStatus) -> None:
     click.echo(f"rows      {status.done_rows:,}/{status.total:,} done: "
                f"{status.completed:,} completed, {status.failed:,} failed")
     click.echo(f"chunks    {status.chunks_done:,}/{status.chunks:,}")
+    if status.alert:
+        click.echo(f"alert     {status.alert}")
     rate = throughput(status)
     if rate:
         click.echo(f"speed     {rate:,.1f} rows/s")

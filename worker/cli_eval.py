@@ -1,0 +1,156 @@
+"""`inferq eval ...` and `inferq beat`: evaluation suites from the command line."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+import click
+
+from jobs.errors import JobError
+from worker.cli_view import print_json, print_table
+
+SUITES_OPTION = click.option("--suites", "suites_path", envvar="INFERQ_SUITES",
+                             default="evals.toml", show_default=True,
+                             type=click.Path(dir_okay=False), help="The suites file.")
+
+
+def _load(suites_path: str) -> dict[str, Any]:
+    from worker.evals import load
+
+    try:
+        return load(suites_path)
+    except JobError as exc:
+        click.echo(f"inferq: {exc}", err=True)
+        sys.exit(2)
+
+
+def _suite(suites_path: str, name: str) -> Any:
+    suites = _load(suites_path)
+    if name not in suites:
+        click.echo(f"inferq: no suite {name!r} in {suites_path}; suites: "
+                   f"{', '.join(sorted(suites))}", err=True)
+        sys.exit(2)
+    return suites[name]
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+@click.group("eval")
+def eval_group() -> None:
+    """Evaluation suites: run one now, list them, their history, a report."""
+
+
+@eval_group.command("run")
+@click.argument("suite")
+@SUITES_OPTION
+@click.option("--wait", is_flag=True, help="Wait for the runs and print their scores.")
+@click.option("--queue-anyway", is_flag=True, help="Queue even if no live worker serves it.")
+@click.pass_context
+def eval_run(ctx: click.Context, suite: str, suites_path: str, wait: bool,
+             queue_anyway: bool) -> None:
+    """Run SUITE now, once per model; prints the job ids."""
+    from worker.cli import client_of
+    from worker.client import NoWorkerForJob
+    from worker.evals import submit_suite
+
+    chosen = _suite(suites_path, suite)
+    client = client_of(ctx)
+    try:
+        jobs = submit_suite(client, chosen, queue_anyway=queue_anyway)
+    except (NoWorkerForJob, JobError) as exc:
+        click.echo(f"inferq: {exc}", err=True)
+        sys.exit(2)
+    for job_id in jobs:
+        click.echo(job_id)
+    if not wait:
+        return
+    states = [client.wait(job_id).state for job_id in jobs]
+    latest = client.store.evaluations.latest(chosen.name)
+    for run in latest.values():
+        if run["job_id"] in jobs:
+            click.echo(f"{run['target']}: {run['scorer']} {run['score']:.3f}"
+                       + (f"  ALERT: {run['breach']}" if run["breached"] else ""))
+    sys.exit(0 if all(s == "completed" for s in states) else 1)
+
+
+@eval_group.command("list")
+@SUITES_OPTION
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def eval_list(ctx: click.Context, suites_path: str, as_json: bool) -> None:
+    """Suites, their schedules and each target's latest score."""
+    from worker.cli import client_of
+
+    suites = _load(suites_path)
+    evaluations = client_of(ctx).store.evaluations
+    rows = []
+    for suite in suites.values():
+        latest = evaluations.latest(suite.name)
+        for target in suite.models:
+            run = latest.get(str(target), {})
+            rows.append({"suite": suite.name, "target": str(target), "scorer": suite.scorer,
+                         "schedule": suite.schedule or (f"every {suite.every:g}s"
+                                                        if suite.every else "by hand"),
+                         "score": run.get("score"), "breached": run.get("breached", False),
+                         "last_run": run.get("finished_at")})
+    if as_json:
+        print_json(rows)
+        return
+    print_table(["SUITE", "TARGET", "SCORER", "SCHEDULE", "LATEST", "ALERT", "WHEN"],
+                [[r["suite"], r["target"], r["scorer"], r["schedule"], _fmt(r["score"]),
+                  "yes" if r["breached"] else "", time.strftime(
+                      "%Y-%m-%d %H:%M", time.localtime(r["last_run"])) if r["last_run"] else "-"]
+                 for r in rows])
+
+
+@eval_group.command("history")
+@click.argument("suite")
+@click.option("--model", "target", default=None, help="One target (model or model@backend).")
+@click.option("--limit", default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def eval_history(ctx: click.Context, suite: str, target: str | None, limit: int,
+                 as_json: bool) -> None:
+    """SUITE's runs, newest first: scores, throughput, latency, alerts."""
+    from worker.cli import client_of
+
+    runs = client_of(ctx).store.evaluations.history(suite, target, limit)
+    if as_json:
+        print_json(runs)
+        return
+    print_table(["FINISHED", "TARGET", "BACKEND", "SCORE", "ACCURACY", "ROWS/S", "S/ROW",
+                 "ALERT", "JOB"],
+                [[time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["finished_at"])),
+                  r["target"], r["backend"], _fmt(r["score"]), _fmt(r["accuracy"]),
+                  f"{r['rows_per_sec']:,.1f}", f"{r['seconds_per_row']:.4f}",
+                  r["breach"] or "", r["job_id"]] for r in runs])
+
+
+@click.command("beat")
+@SUITES_OPTION
+@click.option("--loglevel", default="INFO", show_default=True)
+@click.option("--max-interval", type=float, default=60.0, show_default=True,
+              help="Longest sleep between schedule checks, in seconds.")
+@click.pass_context
+def beat(ctx: click.Context, suites_path: str, loglevel: str, max_interval: float) -> None:
+    """Run Celery beat with the suites' schedules (one run per slot across beats)."""
+    from pathlib import Path
+
+    from worker.app import create_app
+    from worker.cli import settings_of
+
+    suites = _load(suites_path)
+    scheduled = [s.name for s in suites.values() if s.every or s.schedule]
+    if not scheduled:
+        click.echo(f"inferq: no suite in {suites_path} has every or schedule", err=True)
+        sys.exit(2)
+    settings = settings_of(ctx)
+    app = create_app(settings)
+    app.conf.inferq_settings = settings
+    app.conf.inferq_suites = str(Path(suites_path).resolve())
+    app.Beat(scheduler="worker.beat:SuiteScheduler", loglevel=loglevel,
+             max_interval=max_interval, schedule="/dev/null").run()
