@@ -19,7 +19,11 @@ def parse_duration(value: str) -> float:
     match = _DURATION.match(value.strip())
     if not match:
         raise click.BadParameter(f"{value!r}: use seconds or a duration like 30m, 2h, 1d")
-    return float(match.group(1)) * _UNITS[match.group(2)]
+    seconds = float(match.group(1)) * _UNITS[match.group(2)]
+    if seconds <= 0:
+        raise click.BadParameter(f"{value!r}: a deadline must be in the future",
+                                 param_hint="--deadline")
+    return seconds
 
 
 def job_options(fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -72,6 +72,9 @@ class Client:
                           limits=limits)
 
     def cancel(self, job_id: str) -> JobStatus:
+        """Ask a job to stop; a job that has ended, or does not exist, is left as it is."""
+        if self.store.status(job_id).terminal:  # raises JobNotFound: no stray cancel key
+            return self.store.status(job_id)
         self.store.request_cancel(job_id)
         self.store.set_state(job_id, "cancelling",
                              only_from=("validating", "queued", "in_progress"))

@@ -32,14 +32,20 @@ def openai_line(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def export_results(table: pa.Table, dest: str, *, openai: bool = False,
-                   errors: bool = False) -> None:
-    """Write ``table`` to ``dest`` (.jsonl or .csv by suffix)."""
+                   errors: bool = False) -> int:
+    """Write ``table`` to ``dest`` (.jsonl or .csv by suffix); returns the rows written.
+
+    With ``openai``, only the rows of the file asked for: successes, or with
+    ``errors`` the error rows.
+    """
     if dest.endswith(".csv"):
-        flat = table.drop_columns(["label_probs"]).append_column(
-            "label_probs", pa.array([json.dumps({p["label"]: p["prob"] for p in v} if v else None)
-                                     for v in table.column("label_probs").to_pylist()]))
+        probs = pa.array([json.dumps({p["label"]: p["prob"] for p in v}) if v else None
+                          for v in table.column("label_probs").to_pylist()], type=pa.string())
+        flat = table.set_column(table.schema.get_field_index("label_probs"), "label_probs",
+                                probs)
         pacsv.write_csv(flat, dest)
-        return
+        return int(table.num_rows)
+    written = 0
     with open(dest, "w", encoding="utf-8") as out:
         for batch in table.to_batches(max_chunksize=10_000):
             for row in batch.to_pylist():
@@ -48,3 +54,5 @@ def export_results(table: pa.Table, dest: str, *, openai: bool = False,
                         continue
                     row = openai_line(row)
                 out.write(json.dumps(row, default=str, ensure_ascii=False) + "\n")
+                written += 1
+    return written
