@@ -138,7 +138,7 @@ class RedisJobStore:
     def complete_chunk(self, job_id: str, chunk: int, summary: ChunkSummary) -> int | None:
         backend = summary.backend or "-"
         metric_args: list[Any] = []
-        for name in METRIC_FIELDS:
+        for name in METRIC_FIELDS if summary.rows else ():  # a cancelled chunk ran nothing
             metric_args += [f"{backend}|{name}", getattr(summary, name)]
         done = self._complete(
             keys=[keys.done(job_id), keys.job(job_id), keys.metrics(job_id)],

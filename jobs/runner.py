@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from inference import TextModel
+from jobs.errors import InvalidJobSpec
 from jobs.execute import ChunkContext, ChunkOutput, ChunkStopped, error_rows, run_chunk
 from jobs.schema import SCHEMA_VERSION
 from jobs.sinks import ParquetSink, PartSink, encode_table
@@ -92,7 +93,11 @@ class ChunkRunner:
 
     def fail_chunk(self, job_id: str, chunk: int, reason: str) -> ChunkReport:
         """Record every row of a chunk that cannot run as an error row (permanent failure)."""
-        spec = self.store.get_spec(job_id)
+        try:
+            spec = self.store.get_spec(job_id)
+        except InvalidJobSpec as exc:  # e.g. a spec from a newer inferq than this worker
+            spec = JobSpec(op="classify", model="unknown", job_id=job_id)
+            reason = f"this worker cannot read the job's spec ({exc}); {reason}"
         rows = self.store.get_chunk_input(job_id, chunk)
         return self._fail_rows(spec, chunk, rows, "failed", "chunk_failed", reason)
 

@@ -216,10 +216,11 @@ class MemoryJobStore:
             j["done"][chunk] = summary
             j["completed"] += summary.rows - summary.errors
             j["failed"] += summary.errors
-            totals = j["metrics"].setdefault(summary.backend or "-", dict.fromkeys(
-                METRIC_FIELDS, 0.0))
-            for name in METRIC_FIELDS:
-                totals[name] += getattr(summary, name)
+            if summary.rows:  # a cancelled chunk ran nothing
+                totals = j["metrics"].setdefault(summary.backend or "-", dict.fromkeys(
+                    METRIC_FIELDS, 0.0))
+                for name in METRIC_FIELDS:
+                    totals[name] += getattr(summary, name)
             return len(j["done"])
 
     def done_chunks(self, job_id: str) -> dict[int, ChunkSummary]:

@@ -8,7 +8,7 @@ from typing import Any
 from celery import Celery, Task, signals
 
 from inference import ModelLoadError
-from jobs.errors import JobNotFound
+from jobs.errors import InvalidJobSpec, JobNotFound
 from worker.config import Settings
 
 log = logging.getLogger("inferq.worker")
@@ -59,7 +59,7 @@ def _register_task(app: Celery, settings: Settings) -> None:
         except JobNotFound:
             log.warning("chunk %s of unknown job %s dropped", chunk, job_id)
             return {"job_id": job_id, "chunk": chunk, "outcome": "gone"}
-        except ModelLoadError as exc:  # permanent: every row of the chunk becomes an error row
+        except (ModelLoadError, InvalidJobSpec) as exc:  # permanent: the rows become error rows
             report = rt.runner.fail_chunk(job_id, chunk, str(exc))
         except Exception as exc:  # the engine, Redis, the disk, or a bug: retry, then give up
             log.exception("chunk %s of %s failed (attempt %d of %d)", chunk, job_id,
