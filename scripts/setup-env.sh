@@ -4,10 +4,15 @@
 # pip caches the wheel for later runs.
 set -euo pipefail
 PYTHON=${PYTHON:-python3}
-if ! command -v redis-server >/dev/null 2>&1; then
-    echo "setup: installing redis-server" >&2
-    if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq redis-server >/dev/null
-    else sudo apt-get update -qq && sudo apt-get install -y -qq redis-server >/dev/null; fi
+# System packages the tests use: redis-server (every queue test starts its own) and
+# chromium (the evaluation report is checked in a headless browser).
+missing=()
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+if [ ${#missing[@]} -gt 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing ${missing[*]}" >&2
+    sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
+    $sudo apt-get update -qq && $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
