@@ -40,3 +40,16 @@ def test_models_on_a_missing_root_exits_2_with_the_path(tmp_path):
     out = run("models", str(tmp_path / "absent"))
     assert out.returncode == 2
     assert "absent" in out.stderr and "does not exist" in out.stderr
+
+
+def test_models_without_a_root_lists_this_hosts_catalog(tmp_path, tiny_model):
+    shutil.copy(tiny_model.gguf_path, tmp_path / "tiny.gguf")
+    env = {"INFERQ_MODEL_ROOTS": str(tmp_path), "INFERQ_FAKE_MODELS": "demo",
+           "PATH": "/usr/bin:/bin"}
+    out = subprocess.run([INFERQ, "models", "--json"], capture_output=True, text=True,
+                         timeout=60, env=env)
+    assert out.returncode == 0, out.stderr
+    rows = {r["model"]: r for r in json.loads(out.stdout)}
+    assert "llama_cpp" in rows["tiny"]["backends"]
+    assert rows["tiny"]["files"]["llama_cpp"] == str(tmp_path / "tiny.gguf")
+    assert rows["demo"]["backends"] == ["fake"]

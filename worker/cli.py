@@ -298,11 +298,30 @@ def backends(as_json: bool) -> None:
 
 
 @main.command()
-@click.argument("root", type=click.Path(file_okay=False))
+@click.argument("root", type=click.Path(file_okay=False), required=False)
 @click.option("--max-depth", default=4, show_default=True, help="Directory levels to scan.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def models(root: str, max_depth: int, as_json: bool) -> None:
-    """Models found under ROOT: GGUF files and safetensors directories."""
+@click.pass_context
+def models(ctx: click.Context, root: str | None, max_depth: int, as_json: bool) -> None:
+    """Models under ROOT; without ROOT, this host's catalog (ids, files, backends)."""
+    if root is None:
+        from worker.catalog import Catalog
+        from worker.runtime import usable_backends
+
+        settings = settings_of(ctx)
+        catalog = Catalog.build(roots=settings.model_roots, catalog_file=settings.catalog,
+                                fake_models=settings.fake_models)
+        served = catalog.served(usable_backends(settings))
+        rows = [{"model": m, "backends": served.get(m, []),
+                 "files": {b: getattr(catalog.entry_for(m, b), "path", "")
+                           for b in served.get(m, [])}} for m in catalog.model_ids()]
+        if as_json:
+            print_json(rows)
+            return
+        print_table(["MODEL", "BACKENDS", "FILES"],
+                    [[r["model"], ",".join(r["backends"]) or "(none usable here)",
+                      " ".join(sorted(set(r["files"].values())))] for r in rows])
+        return
     try:
         found = inference.discover(root, max_depth=max_depth)
     except OSError as err:
