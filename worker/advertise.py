@@ -70,7 +70,8 @@ class Heartbeat:
 
 def live_workers(client: redis.Redis) -> list[dict[str, Any]]:
     """Advertisements of the workers whose heartbeat has not expired."""
-    names = [n.decode() for n in client.zrange(keys.WORKERS, 0, -1)]
+    members: Any = client.zrange(keys.WORKERS, 0, -1)
+    names = [n.decode() for n in members]
     if not names:
         return []
     found = client.mget([keys.worker(n) for n in names])

@@ -54,11 +54,11 @@ class SuiteScheduler(Scheduler):  # type: ignore[misc]
                 log.info("suite %s slot %s: submitted %s", suite.name, slot, ", ".join(jobs))
             except Exception:
                 log.exception("suite %s slot %s: submission failed", suite.name, slot)
-        return max(MIN_SLEEP, min(self._next_due(now) - time.time(), self.max_interval))
+        return max(MIN_SLEEP, min(self._next_due(now) - time.time(), float(self.max_interval)))
 
     def _next_due(self, now: float) -> float:
         intervals = [s.every for s in self.suites.values() if s.every]
         nearest = [((now // e) + 1) * e for e in intervals]
         if any(s.schedule for s in self.suites.values()):
             nearest.append((now // 60 + 1) * 60)  # cron slots fall on minutes
-        return min(nearest, default=now + self.max_interval)
+        return min(nearest, default=now + float(self.max_interval))

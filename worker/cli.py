@@ -68,7 +68,7 @@ def main(ctx: click.Context, config: str | None, broker_url: str | None,
 @click.option("--queue-anyway", is_flag=True, help="Queue even if no live worker serves it.")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
-def submit(ctx: click.Context, wait: bool, queue_anyway: bool, as_json: bool,
+def submit(ctx: click.Context, /, wait: bool, queue_anyway: bool, as_json: bool,
            **kw: Any) -> None:
     """Submit a classify or generate job over INPUT (JSONL, CSV, Parquet or text)."""
     import redis
@@ -103,7 +103,7 @@ def submit(ctx: click.Context, wait: bool, queue_anyway: bool, as_json: bool,
 @click.option("--model-root", multiple=True, help="Find the model id under this root.")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
-def run(ctx: click.Context, model_path: str | None, model_root: tuple[str, ...],
+def run(ctx: click.Context, /, model_path: str | None, model_root: tuple[str, ...],
         as_json: bool, **kw: Any) -> None:
     """Run a job in this process, without Redis or Celery: same files on disk."""
     from worker.embedded import run_embedded
@@ -287,8 +287,9 @@ def backends(as_json: bool) -> None:
         chosen = registry.default().name
     except inference.InferenceError:
         chosen = ""
-    rows = [{"name": name, "available": registry.get(name).available(), "default": name == chosen}
-            for name in registry.preference_order()]
+    rows: list[dict[str, Any]] = [
+        {"name": name, "available": registry.get(name).available(), "default": name == chosen}
+        for name in registry.preference_order()]
     if as_json:
         print_json(rows)
         return
@@ -312,7 +313,7 @@ def models(ctx: click.Context, root: str | None, max_depth: int, as_json: bool) 
         catalog = Catalog.build(roots=settings.model_roots, catalog_file=settings.catalog,
                                 fake_models=settings.fake_models)
         served = catalog.served(usable_backends(settings))
-        rows = [{"model": m, "backends": served.get(m, []),
+        rows: list[dict[str, Any]] = [{"model": m, "backends": served.get(m, []),
                  "files": {b: getattr(catalog.entry_for(m, b), "path", "")
                            for b in served.get(m, [])}} for m in catalog.model_ids()]
         if as_json:
