@@ -67,12 +67,17 @@ def run_chunk(model: TextModel, spec: JobSpec, rows: Sequence[InputRow], ctx: Ch
             raise ChunkStopped()
         batch = rows[first:first + batch_size]
         out.extend(_run_batch(model, spec, batch, ctx, totals))
+    return chunk_output(spec, ctx, out, totals.metrics(time.perf_counter() - clock), started)
+
+
+def chunk_output(spec: JobSpec, ctx: ChunkContext, out: list[dict[str, Any]],
+                 m: GenerateMetrics, started: datetime) -> ChunkOutput:
+    """The chunk's result and metrics tables and its summary, from its result rows."""
     now = datetime.now(UTC)
     for row in out:
         row["completed_at"] = now
     results = pa.Table.from_pylist(out, schema=RESULTS_SCHEMA)
     errors = sum(r.get("error_code") is not None for r in out)
-    m = totals.metrics(time.perf_counter() - clock)
     metrics = pa.Table.from_pylist([{
         "job_id": ctx.job_id, "chunk": ctx.chunk, "model": spec.model, "backend": ctx.backend,
         "worker": ctx.worker, "host": socket.gethostname(), "device": ctx.device,

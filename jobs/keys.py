@@ -12,6 +12,8 @@
     inferq:job:<id>:stream                   stream result rows for live readers (capped)
     inferq:job:<id>:cancel                   string present = cancel requested
     inferq:job:<id>:finalize                 string finalize lock (first finisher wins)
+    inferq:job:<id>:isolate:<chunk>          string checkpoint of a chunk run row range by
+                                                    range after crashing its worker
     inferq:workers                           zset   worker name -> last heartbeat
     inferq:worker:<name>                     string advertisement JSON, expires with its TTL
     inferq:eval:suites                       set    suites that have run
@@ -47,6 +49,10 @@ def chunk_input(job_id: str, chunk: int) -> str:
 
 def part(job_id: str, kind: str, chunk: int) -> str:
     return f"{job(job_id)}:part:{kind}:{chunk}"
+
+
+def isolation(job_id: str, chunk: int) -> str:
+    return f"{job(job_id)}:isolate:{chunk}"
 
 
 def metrics(job_id: str) -> str:

@@ -155,6 +155,13 @@ class RedisJobStore:
     def chunk_done(self, job_id: str, chunk: int) -> bool:
         return bool(self.redis.hexists(keys.done(job_id), str(chunk)))
 
+    def load_isolation(self, job_id: str, chunk: int) -> dict[str, Any] | None:
+        raw = self.redis.get(keys.isolation(job_id, chunk))
+        return json.loads(raw) if raw is not None else None
+
+    def save_isolation(self, job_id: str, chunk: int, state: dict[str, Any]) -> None:
+        self.redis.set(keys.isolation(job_id, chunk), json.dumps(state, default=str))
+
     def set_alert(self, job_id: str, alert: str) -> None:
         self.redis.hset(keys.job(job_id), "alert", alert)
 
@@ -177,7 +184,8 @@ class RedisJobStore:
     def drop_inputs(self, job_id: str) -> None:
         chunks = int(self.redis.hget(keys.job(job_id), "chunks") or 0)
         if chunks:
-            self.redis.delete(*(keys.chunk_input(job_id, c) for c in range(chunks)))
+            self.redis.delete(*(keys.chunk_input(job_id, c) for c in range(chunks)),
+                              *(keys.isolation(job_id, c) for c in range(chunks)))
 
     def list_jobs(self, limit: int = 20) -> list[JobStatus]:
         if limit <= 0:  # zrevrange's stop of -1 would mean "all"

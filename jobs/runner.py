@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 from inference import TextModel
 from jobs.errors import InvalidJobSpec
 from jobs.execute import ChunkContext, ChunkOutput, ChunkStopped, error_rows, run_chunk
+from jobs.isolate import isolation_budget, run_isolating
 from jobs.schema import SCHEMA_VERSION
 from jobs.sinks import ParquetSink, PartSink, encode_table
 from jobs.spec import JobSpec
@@ -73,7 +74,7 @@ class ChunkRunner:
         if spec.deadline is not None and time.time() > spec.deadline:
             return self._fail_rows(spec, chunk, rows, "expired", "expired",
                                    "the job's deadline passed before this row ran")
-        if attempt > self.max_attempts:
+        if attempt > isolation_budget(len(rows), self.max_attempts):
             return self._fail_rows(spec, chunk, rows, "failed", "chunk_failed",
                                    f"chunk failed {attempt - 1} times; giving up")
         self.store.set_state(job_id, "in_progress", only_from=("queued",))
@@ -82,8 +83,11 @@ class ChunkRunner:
             model, backend, device = self.models(spec)
             ctx = ChunkContext(job_id=job_id, chunk=chunk, backend=backend, worker=self.worker,
                                device=device)
-            output = run_chunk(model, spec, rows, ctx,
-                               should_stop=lambda: self.store.cancel_requested(job_id))
+            if attempt > self.max_attempts:  # it killed its worker every time: find the row
+                output = run_isolating(model, spec, rows, ctx, self.store)
+            else:
+                output = run_chunk(model, spec, rows, ctx,
+                                   should_stop=lambda: self.store.cancel_requested(job_id))
         except ChunkStopped:
             return self._record(job_id, chunk, ChunkSummary(rows=0, errors=0,
                                                             status="cancelled"), "cancelled")

@@ -116,6 +116,12 @@ class JobStore(Protocol):
 
     def chunk_done(self, job_id: str, chunk: int) -> bool: ...
 
+    def load_isolation(self, job_id: str, chunk: int) -> dict[str, Any] | None:
+        """The checkpoint of a chunk being run range by range (`jobs.isolate`), if any."""
+        ...
+
+    def save_isolation(self, job_id: str, chunk: int, state: dict[str, Any]) -> None: ...
+
     def set_alert(self, job_id: str, alert: str) -> None: ...
 
     def request_cancel(self, job_id: str) -> None: ...
@@ -230,6 +236,19 @@ class MemoryJobStore:
     def chunk_done(self, job_id: str, chunk: int) -> bool:
         with self._lock:
             return chunk in self._job(job_id)["done"]
+
+    def load_isolation(self, job_id: str, chunk: int) -> dict[str, Any] | None:
+        import copy
+
+        with self._lock:
+            state = self._job(job_id).setdefault("isolation", {}).get(chunk)
+            return copy.deepcopy(state) if state is not None else None
+
+    def save_isolation(self, job_id: str, chunk: int, state: dict[str, Any]) -> None:
+        import copy
+
+        with self._lock:
+            self._job(job_id).setdefault("isolation", {})[chunk] = copy.deepcopy(state)
 
     def set_alert(self, job_id: str, alert: str) -> None:
         with self._lock:

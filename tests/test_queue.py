@@ -320,3 +320,36 @@ def test_submitting_100k_rows_keeps_memory_flat(redis_url, tmp_path):
     # Ten times the rows may not cost more than a few MB: rows stream, one chunk at a time.
     assert peaks[100_000] - peaks[10_000] < 16, peaks
     print(f"submit peak RSS: {peaks}")
+
+
+@pytest.mark.slow
+def test_a_row_that_crashes_the_engine_is_isolated_and_the_rest_completes(
+        redis_url, tmp_path, start_worker):
+    results = tmp_path / "results"
+    settings = {"backends": "fake", "fake_models": "demo", "max_attempts": "1",
+                "chunk_time_limit": "2", "visibility_timeout": "3"}
+    path = tmp_path / "in.jsonl"
+    with open(path, "w") as f:
+        for i in range(12):
+            poison = " @@crash@@" if i == 7 else ""
+            f.write(json.dumps({"custom_id": f"r{i}", "prompt": f"row {i}{poison}"}) + "\n")
+    out = inferq(redis_url, results, "submit", "classify", str(path), "--model", "demo",
+                 "--chunk-size", "12", "--queue-anyway")
+    assert out.returncode == 0, out.stderr
+    job_id = out.stdout.split()[0]
+    store = RedisJobStore.from_url(redis_url)
+    deaths = 0
+    deadline = time.monotonic() + 150
+    while store.status(job_id).state != "completed" and time.monotonic() < deadline:
+        worker = start_worker(f"w{deaths}", str(results), **settings)
+        while worker.process.poll() is None and store.status(job_id).state != "completed" \
+                and time.monotonic() < deadline:
+            time.sleep(0.2)
+        deaths += worker.process.poll() is not None
+    rows = results_of(results, job_id)
+    assert [r[0] for r in rows] == [f"r{i}" for i in range(12)]
+    assert [r[2] for r in rows] == [None] * 7 + ["engine_crash"] + [None] * 4
+    status = store.status(job_id)
+    assert (status.state, status.completed, status.failed) == ("completed", 11, 1)
+    # 1 normal attempt, then halvings 12 -> 6 -> 3 -> 2 -> 1 each cost one death.
+    assert 2 <= deaths <= 6

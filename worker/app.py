@@ -25,7 +25,14 @@ def create_app(settings: Settings) -> Celery:
         # At-least-once delivery; the output protocol makes it exactly-once.
         task_acks_late=True, task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
-        broker_transport_options={"visibility_timeout": settings.visibility_timeout},
+        broker_transport_options={
+            "visibility_timeout": settings.visibility_timeout,
+            # Look for abandoned (unacked, timed out) messages every few seconds, not
+            # kombu's default of about 100 s: a chunk whose worker died comes back soon
+            # after its visibility timeout.
+            "unacked_restore_interval": max(1, min(10, settings.visibility_timeout // 4)),
+            "unacked_restore_throttle": 1,
+        },
         task_time_limit=settings.chunk_time_limit,
         worker_cancel_long_running_tasks_on_connection_loss=True,
         broker_connection_retry_on_startup=True,
