@@ -179,17 +179,20 @@ def test_a_slot_missed_while_beat_was_down_runs_once_on_restart(redis_url, tmp_p
                                                               start_worker):
     results = tmp_path / "results"
     start_worker("w1", str(results), backends="fake", fake_models="demo")
-    path = suites_file(tmp_path, SUITE.format(extra='every = "2s"'))
+    every = 6
+    path = suites_file(tmp_path, SUITE.format(extra=f'every = "{every}s"'))
     beat = start_beat(redis_url, results, path, tmp_path / "beat.log")
     time.sleep(3)
     stop(beat)
     before = slots_run(redis_url)
-    time.sleep(7)  # three slots pass with no beat
-    restarted = time.time()
+    # Stay down for two more slots, then restart just after a third falls due, so that
+    # beat's first tick comes before the next one.
+    restart_at = (before[-1] // every + 3) * every + 0.3
+    time.sleep(max(0.0, restart_at - time.time()))
     beat = start_beat(redis_url, results, path, tmp_path / "beat.log")
-    time.sleep(1.5)  # less than one interval: only the catch-up can have run
+    time.sleep(every - 2)
     stop(beat)
     after = slots_run(redis_url)
-    caught_up = [s for s in after if s not in before]
-    assert len(caught_up) == 1, (before, after)
-    assert restarted - 2 < caught_up[0] <= restarted  # the latest missed slot, not the oldest
+    missed = list(range(before[-1] + every, int(restart_at) + 1, every))
+    assert len(missed) == 3
+    assert [slot for slot in after if slot not in before] == [missed[-1]], (missed, after)
