@@ -154,3 +154,39 @@ def beat(ctx: click.Context, suites_path: str, loglevel: str, max_interval: floa
     app.conf.inferq_suites = str(Path(suites_path).resolve())
     app.Beat(scheduler="worker.beat:SuiteScheduler", loglevel=loglevel,
              max_interval=max_interval, schedule="/dev/null").run()
+
+
+@eval_group.command("report")
+@click.argument("suite")
+@SUITES_OPTION
+@click.option("--out", type=click.Path(dir_okay=False), default="report.html",
+              show_default=True, help="The HTML file to write.")
+@click.option("--png", "png_dir", type=click.Path(file_okay=False), default=None,
+              help="Also write the charts as PNG files into this folder.")
+@click.option("--min-score", type=float, default=None,
+              help="The threshold to draw; default: the suite's alerts.min_score.")
+@click.pass_context
+def eval_report(ctx: click.Context, suite: str, suites_path: str, out: str,
+                png_dir: str | None, min_score: float | None) -> None:
+    """A self-contained HTML report of SUITE's runs: scores, confusion, throughput, alerts.
+
+    Reads the evaluations dataset under the results root; prints the files written.
+    """
+    from pathlib import Path
+
+    from worker.cli import client_of
+    from worker.report import NoEvaluationRuns, build_report
+
+    default = ctx.get_parameter_source("suites_path") is click.core.ParameterSource.DEFAULT
+    suites = {} if default and not Path(suites_path).exists() else _load(suites_path)
+    if min_score is None and suite in suites:
+        min_score = suites[suite].alerts.get("min_score")
+    try:
+        report = build_report(client_of(ctx).sink, suite, min_score=min_score)
+    except NoEvaluationRuns as exc:
+        known = (f"; {suite!r} is not a suite in {suites_path} (suites: "
+                 f"{', '.join(sorted(suites))})" if suites and suite not in suites else "")
+        click.echo(f"inferq: {exc}{known}", err=True)
+        sys.exit(2)
+    for path in report.write(Path(out), Path(png_dir) if png_dir else None):
+        click.echo(path)
