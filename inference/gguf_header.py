@@ -1,11 +1,15 @@
 """A small, bounded reader of GGUF headers (standard library only).
 
 Used for discovery (architecture, file type) and to reject a file that is not
-GGUF, or a truncated or absurd one, before an engine parses it.
+GGUF, or a truncated or absurd one, before an engine parses it. Nothing is read
+that the file does not hold (a claimed length is checked against the bytes left
+first), arrays are skipped by seeking, and nesting is bounded: a crafted header
+costs neither memory nor stack.
 """
 
 from __future__ import annotations
 
+import os
 import struct
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -17,6 +21,7 @@ _MAX_TENSORS = 1 << 20
 _MAX_KV = 1 << 16
 _MAX_STRING = 1 << 24
 _MAX_ARRAY = 1 << 24
+_MAX_NESTING = 4   # arrays of arrays (GGUF files in use hold none)
 
 # GGUF value types: id -> struct format (None for string / array).
 _SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?",
@@ -56,12 +61,22 @@ class _Reader:
     def __init__(self, stream: BinaryIO, path: str) -> None:
         self.stream = stream
         self.path = path
+        self.size = os.fstat(stream.fileno()).st_size
+
+    def _check_left(self, size: int) -> None:
+        if size > self.size - self.stream.tell():
+            raise ModelLoadError(self.path, "truncated GGUF header")
 
     def take(self, size: int) -> bytes:
+        self._check_left(size)
         data = self.stream.read(size)
         if len(data) != size:
             raise ModelLoadError(self.path, "truncated GGUF header")
         return data
+
+    def skip(self, size: int) -> None:
+        self._check_left(size)
+        self.stream.seek(size, os.SEEK_CUR)
 
     def unpack(self, fmt: str) -> object:
         value: object = struct.unpack(fmt, self.take(struct.calcsize(fmt)))[0]
@@ -88,15 +103,26 @@ class _Reader:
         if kind == _STRING:
             return self.string()
         if kind == _ARRAY:
-            item_kind = self.u32()
-            length = self.count(_MAX_ARRAY, "array items")
-            if item_kind in _SCALARS:  # skip without decoding
-                self.take(length * struct.calcsize(_SCALARS[item_kind]))
-            else:
-                for _ in range(length):
-                    self.value(item_kind)
+            self.skip_array(0)
             return None
         raise ModelLoadError(self.path, f"unknown GGUF value type {kind}")
+
+    def skip_array(self, depth: int) -> None:
+        """Skip an array's items without decoding them."""
+        if depth >= _MAX_NESTING:
+            raise ModelLoadError(self.path, f"GGUF arrays nested more than {_MAX_NESTING} deep")
+        item_kind = self.u32()
+        length = self.count(_MAX_ARRAY, "array items")
+        if item_kind in _SCALARS:
+            self.skip(length * struct.calcsize(_SCALARS[item_kind]))
+        elif item_kind == _STRING:
+            for _ in range(length):
+                self.skip(self.count(_MAX_STRING, "bytes in a string"))
+        elif item_kind == _ARRAY:
+            for _ in range(length):
+                self.skip_array(depth + 1)
+        else:
+            raise ModelLoadError(self.path, f"unknown GGUF value type {item_kind}")
 
 
 def read_gguf_header(path: str) -> GGUFHeader:

@@ -94,7 +94,8 @@ def read_input(path: str, fmt: str | None = None, *,
         raise InputFileError(path, "is not a regular file")
     if st.st_size > limits.max_total_bytes:
         raise InputFileError(path, f"file is {st.st_size:,} bytes; the limit is "
-                             f"{limits.max_total_bytes:,} bytes")
+                             f"{limits.max_total_bytes:,} bytes a job: split the file into "
+                             "several jobs")
     return _checked(path, _READERS[fmt](path, limits), limits)
 
 

@@ -24,7 +24,7 @@ from jobs.isolate import isolation_budget, run_isolating
 from jobs.schema import SCHEMA_VERSION
 from jobs.sinks import ParquetSink, PartSink, encode_table
 from jobs.spec import JobSpec
-from jobs.store import ChunkSummary, JobStore
+from jobs.store import STATES, TERMINAL, ChunkSummary, JobStore
 
 log = logging.getLogger("jobs.runner")
 
@@ -103,7 +103,15 @@ class ChunkRunner:
             spec = JobSpec(op="classify", model="unknown", job_id=job_id)
             reason = f"this worker cannot read the job's spec ({exc}); {reason}"
         rows = self.store.get_chunk_input(job_id, chunk)
-        return self._fail_rows(spec, chunk, rows, "failed", "chunk_failed", reason)
+        try:
+            return self._fail_rows(spec, chunk, rows, "failed", "chunk_failed", reason)
+        except OSError as exc:  # not even error rows can be written: the job cannot end whole
+            if str(exc) not in reason:
+                reason = f"{reason}; writing its error rows failed too: {exc}"
+            self.store.set_state(job_id, "failed", error=f"chunk {chunk}: {reason}"[:1000],
+                                 only_from=[s for s in STATES if s not in TERMINAL])
+            self.store.drop_inputs(job_id)
+            return ChunkReport(job_id, chunk, "failed")
 
     # -- internals --------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ each chunk once.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -83,8 +84,7 @@ class ParquetSink:
         directory = final.rsplit("/", 1)[0]
         self.fs.create_dir(directory, recursive=True)
         tmp = f"{directory}/.{part_name(chunk)}.{uuid.uuid4().hex}.tmp"
-        with self.fs.open_output_stream(tmp) as out:
-            out.write(data)
+        self._write(tmp, data)
         if self.local:
             try:
                 os.link(tmp, final)  # atomic, and fails if the part exists: no clobber
@@ -119,9 +119,22 @@ class ParquetSink:
         directory = f"{self.root}/jobs/{job_id}"
         self.fs.create_dir(directory, recursive=True)
         tmp = f"{directory}/.{name}.{uuid.uuid4().hex}.tmp"
-        with self.fs.open_output_stream(tmp) as out:
-            out.write(json.dumps(document, indent=2, sort_keys=True).encode())
+        self._write(tmp, json.dumps(document, indent=2, sort_keys=True).encode())
         self.fs.move(tmp, f"{directory}/{name}")
+
+    def _write(self, tmp: str, data: bytes) -> None:
+        """Write a temporary file whole, or remove what was written (a full disk)."""
+        try:
+            with self.fs.open_output_stream(tmp) as out:
+                out.write(data)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                self.fs.delete_file(tmp)
+            raise
+
+    def has_document(self, job_id: str, name: str) -> bool:
+        info = self.fs.get_file_info(f"{self.root}/jobs/{job_id}/{name}")
+        return bool(info.type == pafs.FileType.File)
 
     def read_document(self, job_id: str, name: str) -> dict[str, Any]:
         with self.fs.open_input_stream(f"{self.root}/jobs/{job_id}/{name}") as f:

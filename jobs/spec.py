@@ -21,9 +21,10 @@ OPS = ("classify", "generate")
 DEFAULT_CHUNK_SIZE = 256
 MAX_CHUNK_SIZE = 100_000
 
-#: Model ids, backend names and job ids are short names: never paths or URLs.
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+#: Model ids, backend names and job ids are short names: never paths or URLs. ``\Z``, not
+#: ``$``: ``$`` also matches before a trailing newline.
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
+JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}\Z")
 
 _OPTION_FIELDS = {f.name for f in dataclasses.fields(GenerateOptions)}
 

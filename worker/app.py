@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import logging
+import ssl
 from typing import Any
 
 from celery import Celery, Task, signals
 
 from inference import ModelLoadError
 from jobs.errors import InvalidJobSpec, JobNotFound
+from jobs.spec import JOB_ID
 from worker.config import Settings
+from worker.timelimit import ChunkTimeLimitExceeded, time_limit
 
 log = logging.getLogger("inferq.worker")
 
@@ -39,6 +42,11 @@ def create_app(settings: Settings) -> Celery:
         task_create_missing_queues=True,
         worker_hijack_root_logger=False,
         worker_send_task_events=True, task_send_sent_event=True,
+        # kombu connects to a rediss:// URL that names no ssl_* option without checking the
+        # certificate; check it (the URL's own ssl_* options replace this; Settings refuses
+        # those that turn checks off).
+        broker_use_ssl={"ssl_cert_reqs": ssl.CERT_REQUIRED}
+        if settings.broker_url.startswith("rediss://") else None,
     )
     _register_task(app, settings)
     return app
@@ -60,15 +68,23 @@ def runtime(settings: Settings) -> Any:
 def _register_task(app: Celery, settings: Settings) -> None:
     @app.task(name=TASK, bind=True, max_retries=None)  # type: ignore[untyped-decorator]
     def run_chunk(self: Task, job_id: str, chunk: int) -> dict[str, Any]:
+        if not (isinstance(job_id, str) and JOB_ID.match(job_id)) or not (
+                type(chunk) is int and chunk >= 0):  # results paths are built from these
+            log.warning("chunk message dropped: %r is not a valid job id or %r not a chunk "
+                        "number", job_id, chunk)
+            return {"job_id": str(job_id)[:100], "chunk": chunk, "outcome": "refused"}
         rt = runtime(settings)
-        try:
-            report = rt.runner.process(job_id, chunk)
+        try:  # Celery enforces no time limit in the solo and threads pools: we do
+            with time_limit(settings.chunk_time_limit, f"chunk {chunk} of {job_id}",
+                            interruptible=lambda: rt.runner.current is not None):
+                report = rt.runner.process(job_id, chunk)
         except JobNotFound:
             log.warning("chunk %s of unknown job %s dropped", chunk, job_id)
             return {"job_id": job_id, "chunk": chunk, "outcome": "gone"}
         except (ModelLoadError, InvalidJobSpec) as exc:  # permanent: the rows become error rows
             report = rt.runner.fail_chunk(job_id, chunk, str(exc))
-        except Exception as exc:  # the engine, Redis, the disk, or a bug: retry, then give up
+        except (Exception, ChunkTimeLimitExceeded) as exc:  # the engine, Redis, the disk,
+            # a hang or a bug: retry, then give up
             log.exception("chunk %s of %s failed (attempt %d of %d)", chunk, job_id,
                           self.request.retries + 1, settings.max_attempts)
             if self.request.retries + 1 >= settings.max_attempts:

@@ -9,12 +9,16 @@ explicit catalog file, which wins::
     mlx = "/models/gemma-3-1b-it-4bit"           # served by metal / mlx
     http = "http://127.0.0.1:8080/v1#gemma3"     # served by http
 
-A job names an id; a worker only ever loads a path from its own catalog.
+A job names an id; a worker only ever loads a path from its own catalog. A
+discovered model is served only while its files resolve inside its model root: a
+symlink that leads out of the root is skipped (checked at discovery and again at
+lookup). A file outside the roots is served only when the catalog file names it.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import re
 import tomllib
 from collections.abc import Iterable
@@ -42,6 +46,34 @@ class CatalogEntry:
     model_id: str
     format: str
     path: str
+    #: The model root it was discovered under; "" = named explicitly (catalog file, tests).
+    root: str = ""
+
+
+_SPLIT = re.compile(r"-00001-of-(\d{5})\.gguf$")
+
+
+def outside_root(entry: CatalogEntry) -> str | None:
+    """The first of a discovered entry's files that resolves outside its root, if any.
+
+    A GGUF file counts with its split siblings; a safetensors directory with every
+    file in it (config, tokenizer, weights).
+    """
+    if not entry.root:
+        return None
+    root = Path(entry.root).resolve()
+    path = Path(entry.path)
+    files = [path]
+    if path.is_dir() and not path.is_symlink():
+        files += [Path(e.path) for e in os.scandir(path) if not e.name.startswith(".")]
+    elif (split := _SPLIT.search(path.name)) is not None:
+        stem = path.name[:split.start()]
+        files += [path.with_name(f"{stem}-{i:05d}-of-{split.group(1)}.gguf")
+                  for i in range(2, int(split.group(1)) + 1)]
+    for file in files:
+        if not file.resolve().is_relative_to(root):
+            return str(file)
+    return None
 
 
 def model_id_for(name: str) -> str:
@@ -63,7 +95,18 @@ class Catalog:
         if not NAME.match(entry.model_id) or ".." in entry.model_id:
             log.warning("skipping model %r: not a valid model id", entry.model_id)
             return
+        if not self._confined(entry):
+            return
         self._entries[(entry.model_id, entry.format)] = entry
+
+    @staticmethod
+    def _confined(entry: CatalogEntry) -> bool:
+        escaped = outside_root(entry)
+        if escaped is not None:
+            log.warning("not serving model %r: %s resolves outside its model root %s (name "
+                        "the file in the catalog file to serve it)", entry.model_id, escaped,
+                        entry.root)
+        return escaped is None
 
     @classmethod
     def build(cls, *, roots: Iterable[str] = (), catalog_file: str = "",
@@ -72,7 +115,7 @@ class Catalog:
         for root in roots:
             for found in inference.discover(root):
                 catalog.add(CatalogEntry(model_id_for(Path(found.path).name), found.format,
-                                         found.path))
+                                         found.path, root))
         if catalog_file:
             catalog.load_file(catalog_file)
         for model_id in fake_models:
@@ -109,7 +152,10 @@ class Catalog:
         return served
 
     def entry_for(self, model_id: str, backend: str) -> CatalogEntry | None:
+        """The entry ``backend`` loads for ``model_id``; None if none, or if its files
+        have since been swapped for links out of its root."""
         for fmt, backends in FORMAT_BACKENDS.items():
             if backend in backends and (model_id, fmt) in self._entries:
-                return self._entries[(model_id, fmt)]
+                entry = self._entries[(model_id, fmt)]
+                return entry if self._confined(entry) else None
         return None

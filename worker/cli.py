@@ -1,8 +1,9 @@
 """The `inferq` command line.
 
 Exit codes: 0 success (a waited-for job completed); 1 the operation failed or the
-job ended failed, expired or cancelled; 2 bad usage or input (invalid spec, bad
-input file, no worker can serve the job).
+job ended failed, expired or cancelled (or Redis cannot be reached); 2 bad usage or
+input (invalid spec, bad input file, no worker can serve the job, a configuration
+or Redis password that is refused).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import time
 from dataclasses import asdict
 from importlib.metadata import version
 from typing import Any, NoReturn
+from urllib.parse import urlsplit
 
 import click
 
@@ -20,7 +22,7 @@ from jobs.errors import JobError, JobNotFound
 from jobs.store import TERMINAL
 from worker.cli_options import build_spec, job_options
 from worker.cli_view import Progress, print_json, print_table, show_status, status_dict
-from worker.config import Settings
+from worker.config import Settings, redact
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -40,13 +42,72 @@ def settings_of(ctx: click.Context) -> Settings:
     return settings
 
 
+def redis_failure(url: str, exc: Exception) -> tuple[str, int]:
+    """The message and exit code for a Redis error; the URL's password never shows."""
+    import redis
+
+    password = urlsplit(url).password or ""
+    detail = str(exc).replace(password, "***") if password else str(exc)
+    if isinstance(exc, redis.AuthenticationError):
+        refusal = ("refused the password in the broker URL" if password else
+                   "needs a password and the broker URL has none")
+        return (f"Redis at {redact(url)} {refusal} ({detail}); set it in INFERQ_BROKER_URL "
+                "or --broker-url as redis://:PASSWORD@host:port/db", 2)
+    return f"cannot reach Redis at {redact(url)}: {detail}", 1
+
+
+def check_broker(client: Any, url: str) -> None:
+    """Fail now on a Redis that refuses us (password, TLS); wait for one that is down.
+
+    A worker often starts before its Redis (compose, boot order, a restart): Celery
+    waits for the broker (``broker_connection_retry_on_startup``), so a refused or
+    timed-out connection only warns. Credentials or a certificate that are refused do
+    not heal with time: they raise, and the command exits with the reason.
+    """
+    import ssl
+
+    import redis
+
+    try:
+        client.ping()
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        if isinstance(exc, redis.AuthenticationError) or isinstance(exc.__context__,
+                                                                    ssl.SSLError):
+            raise
+        click.echo(f"inferq: {redis_failure(url, exc)[0]}; waiting for it", err=True)
+
+
+class _Main(click.Group):
+    """The command group: a Redis error in any command is one line, not a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        import redis
+
+        try:
+            return super().invoke(ctx)
+        except redis.RedisError as exc:
+            obj = ctx.ensure_object(dict)
+            url = obj["settings"].broker_url if "settings" in obj else obj.get("broker_url")
+            fail(*redis_failure(url or "the broker URL", exc))
+
+
+def check_job_id(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """A JOB_ID argument: results paths are built from it, so never a path."""
+    from jobs.spec import JOB_ID
+
+    if not JOB_ID.match(value):
+        raise click.BadParameter(f"{value!r} is not a valid job id (letters, digits, '_' "
+                                 "and '-', at most 64)")
+    return value
+
+
 def client_of(ctx: click.Context) -> Any:
     from worker.client import Client
 
     return Client(settings_of(ctx))
 
 
-@click.group()
+@click.group(cls=_Main)
 @click.version_option(version("inferq"), prog_name="inferq")
 @click.option("--config", envvar="INFERQ_CONFIG", default=None, help="TOML settings file.")
 @click.option("--broker-url", default=None, help="Redis URL (INFERQ_BROKER_URL).")
@@ -71,8 +132,6 @@ def main(ctx: click.Context, config: str | None, broker_url: str | None,
 def submit(ctx: click.Context, /, wait: bool, queue_anyway: bool, as_json: bool,
            **kw: Any) -> None:
     """Submit a classify or generate job over INPUT (JSONL, CSV, Parquet or text)."""
-    import redis
-
     from worker.client import NoWorkerForJob
 
     client = client_of(ctx)
@@ -83,8 +142,6 @@ def submit(ctx: click.Context, /, wait: bool, queue_anyway: bool, as_json: bool,
         fail(str(exc), 2)
     except JobError as exc:
         fail(str(exc), 2)
-    except redis.RedisError as exc:
-        fail(f"cannot reach Redis at {client.settings.broker_url}: {exc}")
     if not as_json:
         click.echo(status.job_id)
     elif not wait:  # with --wait, the final status is the one JSON document
@@ -124,7 +181,7 @@ def run(ctx: click.Context, /, model_path: str | None, model_root: tuple[str, ..
 
 
 @main.command()
-@click.argument("job_id")
+@click.argument("job_id", callback=check_job_id)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def status(ctx: click.Context, job_id: str, as_json: bool) -> None:
@@ -158,7 +215,7 @@ def jobs(ctx: click.Context, limit: int, as_json: bool) -> None:
 
 
 @main.command()
-@click.argument("job_id")
+@click.argument("job_id", callback=check_job_id)
 @click.pass_context
 def cancel(ctx: click.Context, job_id: str) -> None:
     """Cancel a job: running chunks stop at their next batch; finished rows stay."""
@@ -170,7 +227,7 @@ def cancel(ctx: click.Context, job_id: str) -> None:
 
 
 @main.command()
-@click.argument("job_id")
+@click.argument("job_id", callback=check_job_id)
 @click.option("--head", "head", type=int, default=10, show_default=True,
               help="Rows to show when not writing a file.")
 @click.option("--to", "dest", type=click.Path(dir_okay=False), default=None,
@@ -209,7 +266,7 @@ def results(ctx: click.Context, job_id: str, head: int, dest: str | None, openai
 
 
 @main.command()
-@click.argument("job_id")
+@click.argument("job_id", callback=check_job_id)
 @click.option("--timeout", type=float, default=None, help="Stop after this many seconds.")
 @click.pass_context
 def tail(ctx: click.Context, job_id: str, timeout: float | None) -> None:
@@ -255,6 +312,7 @@ def worker(ctx: click.Context, dry_run: bool, loglevel: str) -> None:
         print_json({"name": settings.worker_name, "backends": rt.backends,
                     "models": rt.served, "queues": rt.queues})
         return
+    check_broker(rt.redis, settings.broker_url)
     app = create_app(settings)
     app.worker_main(["worker", "-Q", ",".join(rt.queues), "-P", settings.pool,
                      "-c", str(settings.concurrency), "-n", settings.worker_name,
@@ -336,7 +394,7 @@ def models(ctx: click.Context, root: str | None, max_depth: int, as_json: bool) 
 
 
 @main.command()
-@click.argument("job_id")
+@click.argument("job_id", callback=check_job_id)
 @click.option("--input", "input_path", default=None, type=click.Path(dir_okay=False),
               help="The job's input file, if it moved since submission.")
 @click.option("--json", "as_json", is_flag=True)

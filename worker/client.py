@@ -61,6 +61,7 @@ class Client:
 
     def submit(self, spec: JobSpec, input_path: str, *, fmt: str | None = None,
                queue_anyway: bool = False, limits: InputLimits | None = None) -> JobStatus:
+        """Read, store and enqueue a job; ``limits`` None = the settings' input limits."""
         if not queue_anyway:
             self.check_servable(spec)
         queue = queue_for(spec)
@@ -69,7 +70,7 @@ class Client:
             self.app.send_task(TASK, args=[job_id, chunk], queue=queue)
 
         return submit_job(spec, input_path, self.store, self.sink, enqueue, fmt=fmt,
-                          limits=limits)
+                          limits=limits or self.settings.input_limits())
 
     def cancel(self, job_id: str) -> JobStatus:
         """Ask a job to stop; a job that has ended, or does not exist, is left as it is."""

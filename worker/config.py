@@ -7,6 +7,10 @@ Every setting has one environment variable; the file (``--config``, or
     results = "/data/inferq"            # a path or pyarrow URI; "redis" = through Redis
     model_roots = ["/models"]
     catalog = "/etc/inferq/catalog.toml"
+
+Redis over TLS: ``rediss://host:6380/0?ssl_cert_reqs=required&ssl_ca_certs=/etc/ca.pem``
+(without options, certificates are checked against the system's CAs); a URL that
+turns certificate or host name checks off is refused.
 """
 
 from __future__ import annotations
@@ -16,7 +20,16 @@ import socket
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
+
+if TYPE_CHECKING:  # jobs.readers imports pyarrow: not at every CLI start
+    from jobs.readers import InputLimits
+
+#: ``ssl_cert_reqs`` values that turn certificate checks off (redis-py and kombu spellings).
+_NO_CERT_CHECKS = {"none", "cert_none"}
+#: Values redis-py and kombu read as false for ``ssl_check_hostname``.
+_FALSE = {"0", "f", "false", "n", "no", "off"}
 
 
 def _split(value: str) -> tuple[str, ...]:
@@ -25,7 +38,8 @@ def _split(value: str) -> tuple[str, ...]:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Settings:
-    broker_url: str = "redis://127.0.0.1:6379/0"   #: INFERQ_BROKER_URL
+    #: INFERQ_BROKER_URL (kept out of repr: it may hold the password)
+    broker_url: str = field(default="redis://127.0.0.1:6379/0", repr=False)
     results: str = "results"                        #: INFERQ_RESULTS; "redis" = via Redis
     model_roots: tuple[str, ...] = ()               #: INFERQ_MODEL_ROOTS (comma or ':')
     catalog: str = ""                               #: INFERQ_CATALOG (TOML file)
@@ -41,8 +55,15 @@ class Settings:
     heartbeat_seconds: float = 5.0
     parallel_slots: int = 0                         #: LoadOptions.parallel_slots
     context_len: int = 0                            #: LoadOptions.context_len
+    max_rows: int = 10_000_000                      #: rows in one job's input
+    max_prompt_bytes: int = 1_000_000               #: a longer prompt -> "prompt_too_large"
+    max_input_bytes: int = 10 * 2**30               #: size of one job's input file
 
     def __post_init__(self) -> None:
+        check_broker_url(self.broker_url)
+        for name in ("max_rows", "max_prompt_bytes", "max_input_bytes"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name}={getattr(self, name)!r} must be positive")
         if self.pool not in ("solo", "threads"):
             raise ValueError(f"pool={self.pool!r}: use solo or threads (engines are not "
                              "fork-safe)")
@@ -73,6 +94,13 @@ class Settings:
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
+    def input_limits(self) -> InputLimits:
+        """The bounds `inferq submit` applies to an input file."""
+        from jobs.readers import InputLimits
+
+        return InputLimits(max_rows=self.max_rows, max_prompt_bytes=self.max_prompt_bytes,
+                           max_total_bytes=self.max_input_bytes)
+
     @property
     def results_via_redis(self) -> bool:
         return self.results == "redis"
@@ -82,6 +110,43 @@ class Settings:
         if self.results_via_redis or "://" in self.results:
             return self.results
         return str(Path(self.results).resolve())
+
+
+def redact(url: str) -> str:
+    """``url`` with its password (and any ``password=`` query value) replaced by ``***``."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable URL>"
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, host = netloc.rpartition("@")
+        user, colon, _ = userinfo.partition(":")
+        netloc = f"{user}:***@{host}" if colon else f"***@{host}"
+    query = "&".join(f"{k}=***" if k.lower() == "password" else f"{k}={v}"
+                     for k, v in parse_qsl(parts.query, keep_blank_values=True))
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def check_broker_url(url: str) -> None:
+    """Refuse a ``rediss://`` URL that turns certificate or host name checks off.
+
+    Every value of a repeated option counts: redis-py reads the first, kombu the last.
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        raise ValueError(f"broker_url is not a URL: {exc}") from exc
+    if parts.scheme != "rediss":
+        return
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        off = (key == "ssl_cert_reqs" and value.lower() in _NO_CERT_CHECKS) or (
+            key == "ssl_check_hostname" and value.lower() in _FALSE)
+        if off:
+            raise ValueError(
+                f"broker_url {redact(url)}: {key}={value} turns TLS certificate checks off, "
+                "so anyone on the path can pose as Redis; use ssl_cert_reqs=required and "
+                "ssl_ca_certs=/path/to/ca.pem for a private CA")
 
 
 def _coerce(name: str, kind: str, value: Any) -> Any:
