@@ -195,6 +195,8 @@ def finalize(store: JobStore, sink: PartSink, job_id: str) -> bool:
     reasons = sorted({s.reason for s in chunks.values() if s.reason})
     store.set_state(job_id, final, error="; ".join(reasons)[:1000])
     store.drop_inputs(job_id)
+    if isinstance(sink, ParquetSink):
+        sink.remove_temporaries(job_id)  # left by writers that died before publishing
     return True
 
 

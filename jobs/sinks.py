@@ -104,6 +104,18 @@ class ParquetSink:
             data: bytes = f.read()
             return data
 
+    def remove_temporaries(self, job_id: str) -> int:
+        """Delete temporary files a writer left when it died before publishing; their count."""
+        removed = 0
+        for kind in KINDS:
+            selector = pafs.FileSelector(f"{self.root}/{kind}/job={job_id}",
+                                         allow_not_found=True)
+            for info in self.fs.get_file_info(selector):
+                if info.base_name.startswith(".") and info.base_name.endswith(".tmp"):
+                    self.fs.delete_file(info.path)
+                    removed += 1
+        return removed
+
     def part_chunks(self, job_id: str, kind: str = "results") -> list[int]:
         """Chunks whose part of ``kind`` is published."""
         selector = pafs.FileSelector(f"{self.root}/{kind}/job={job_id}", allow_not_found=True)

@@ -417,3 +417,53 @@ def test_reconcile_completes_a_job_that_a_redis_restart_without_persistence_eras
     wait_terminal(server.url, job_id, timeout=60)
     status, _ = check_job(server.url, results, job_id, ids, max_attempts=3)
     assert status.state == "completed"
+
+
+def _run_chunk_as_a_dying_worker(redis_url: str, results: Path, job_id: str, chunk: int) -> None:
+    """Do what a worker does up to publishing a chunk's parts, then 'die' (record nothing)."""
+    from inference.testing import FakeModel
+    from jobs.execute import ChunkContext, run_chunk
+    from jobs.sinks import ParquetSink, encode_table
+
+    store = RedisJobStore.from_url(redis_url)
+    spec = store.get_spec(job_id)
+    ctx = ChunkContext(job_id=job_id, chunk=chunk, backend="fake", worker="w-dead")
+    output = run_chunk(FakeModel("fake://demo"), spec, store.get_chunk_input(job_id, chunk), ctx)
+    sink = ParquetSink(str(results))
+    assert sink.put_part(job_id, chunk, "results", encode_table(output.results))
+    assert sink.put_part(job_id, chunk, "metrics", encode_table(output.metrics))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+def test_a_worker_that_died_after_publishing_a_part_but_before_recording_it_loses_nothing(
+        redis_url, tmp_path, start_worker):
+    results = tmp_path / "results"
+    ids = write_rows(tmp_path / "in.jsonl", 40)
+    job_id = submit(redis_url, results, tmp_path / "in.jsonl", "--chunk-size", "10",
+                    "--queue-anyway")
+    _run_chunk_as_a_dying_worker(redis_url, results, job_id, 1)
+    start_worker("w1", str(results), **FAKE)
+    wait_terminal(redis_url, job_id)
+    status, rows = check_job(redis_url, results, job_id, ids, max_attempts=3)
+    assert status.state == "completed"
+    assert {r["worker"] for r in rows if r["chunk"] == 1} == {"w-dead"}  # its part stood
+    assert 1 not in attempts(redis_url, job_id)  # found published: not run again
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+def test_a_temporary_file_left_by_a_writer_that_died_before_publishing_is_cleaned_up(
+        redis_url, tmp_path, start_worker):
+    results = tmp_path / "results"
+    ids = write_rows(tmp_path / "in.jsonl", 40)
+    job_id = submit(redis_url, results, tmp_path / "in.jsonl", "--chunk-size", "10",
+                    "--queue-anyway")
+    orphan = results / "results" / f"job={job_id}" / ".part-000002.parquet.dead.tmp"
+    orphan.parent.mkdir(parents=True, exist_ok=True)
+    orphan.write_bytes(b"PAR1 half a part")  # the writer died here, before its link()
+    start_worker("w1", str(results), **FAKE)
+    wait_terminal(redis_url, job_id)
+    status, _ = check_job(redis_url, results, job_id, ids, max_attempts=3)  # no stray files
+    assert status.state == "completed"
+    assert not orphan.exists()
