@@ -34,7 +34,7 @@ def run_embedded(settings: Settings, spec: JobSpec, input_path: str, *,
     models.choose_backend(spec)  # fail before reading the input if nothing can serve it
     chunks: list[int] = []
     submit_job(spec, input_path, store, sink, lambda _job, chunk: chunks.append(chunk),
-               fmt=fmt)
+               fmt=fmt, limits=settings.input_limits())
     runner = ChunkRunner(store, sink, models, worker="embedded",
                          max_attempts=settings.max_attempts)
     try:
