@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
 
 import numpy as np
 import pytest
@@ -249,7 +250,7 @@ def test_a_gguf_with_missing_tensors_fails_with_the_engines_reason(tmp_path, tin
     data = tiny_model.gguf_path.read_bytes()
     cut = tmp_path / "cut.gguf"
     cut.write_bytes(data[: len(data) // 2])
-    with pytest.raises(ModelLoadError, match=r"llama\.cpp could not load it"):
+    with pytest.raises(ModelLoadError, match=r"llama\.cpp refused it"):
         inference.load_model(str(cut), LoadOptions(backend="llama_cpp"))
 
 
@@ -260,3 +261,26 @@ def test_closed_model_refuses_work(tiny_model):
     with pytest.raises(inference.GenerationError, match="closed"):
         m.classify(["a"])
     m.close()  # idempotent
+
+
+def test_a_file_that_crashes_the_parser_fails_cleanly_without_taking_this_process(
+        tmp_path, tiny_model, monkeypatch):
+    from inference.backends import _llama_probe
+
+    crash = tmp_path / "segfault.py"
+    crash.write_text("import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)\n")
+    monkeypatch.setattr(_llama_probe, "PROBE_COMMAND", [sys.executable, str(crash)])
+    with pytest.raises(ModelLoadError, match=r"crashed \(SIGSEGV\).*not loaded"):
+        inference.load_model(str(tiny_model.gguf_path), LoadOptions(backend="llama_cpp"))
+
+
+def test_the_parse_probe_accepts_a_good_file_and_reports_the_engines_refusal(tmp_path,
+                                                                             tiny_model):
+    from inference.backends._llama_probe import probe
+
+    probe(str(tiny_model.gguf_path))
+    data = tiny_model.gguf_path.read_bytes()
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(data[: len(data) // 3])
+    with pytest.raises(ModelLoadError, match=r"llama\.cpp refused it"):
+        probe(str(cut))

@@ -31,6 +31,7 @@ from inference._base import (
 from inference._memory import current_rss_bytes, peak_rss_bytes
 from inference._stream import TokenStream
 from inference.backends._llama_engine import ContextShape, Engine, Sampler, default_threads
+from inference.backends._llama_probe import probe
 from inference.errors import GenerationError, ModelLoadError, PromptError
 from inference.gguf_header import file_type_bits, read_gguf_header
 from inference.options import GenerateOptions, LoadOptions
@@ -73,6 +74,7 @@ class LlamaModel(BaseTextModel):
             reason = "is a directory, not a GGUF file" if file.is_dir() else "no such file"
             raise ModelLoadError(path, reason)
         read_gguf_header(path)  # rejects wrong magic, truncation, absurd counts
+        probe(path)  # llama.cpp parses it in a throwaway process first
         if options.adapter_path:
             raise ModelLoadError(path, "LoRA adapters are not supported by the llama.cpp "
                                        "backend; merge the adapter into the GGUF file")
