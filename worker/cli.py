@@ -431,9 +431,11 @@ def reconcile(ctx: click.Context, job_id: str, input_path: str | None, as_json: 
 
 def _register_subcommands() -> None:
     from worker.cli_eval import beat, eval_group
+    from worker.config_check import config_group
 
     main.add_command(eval_group)
     main.add_command(beat)
+    main.add_command(config_group)
 
 
 _register_subcommands()
