@@ -132,10 +132,3 @@ def label_distribution(logprobs: Mapping[str, float]) -> tuple[str, dict[str, fl
     probs = {label: w / total for label, w in weights.items()}
     winner = max(probs, key=lambda label: probs[label])
     return winner, probs
-
-
-def log_softmax_at(logits: Sequence[float], index: int) -> float:
-    """log p(index) under softmax(logits), computed stably."""
-    top = max(logits)
-    total = sum(math.exp(x - top) for x in logits)
-    return logits[index] - top - math.log(total)
