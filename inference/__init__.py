@@ -17,6 +17,7 @@ from inference.discover import discover
 from inference.errors import (
     BackendNotFound,
     BackendUnavailable,
+    ConversionError,
     GenerationError,
     InferenceError,
     ModelLoadError,
@@ -56,6 +57,7 @@ __all__ = [
     "BackendUnavailable",
     "BatchResult",
     "ClassifyResult",
+    "ConversionError",
     "DiscoveredModel",
     "GenerateMetrics",
     "GenerateOptions",

@@ -8,6 +8,9 @@ Hierarchy::
     ├── NoBackendAvailable (RuntimeError) backends are registered, none runs here
     ├── BackendUnavailable (RuntimeError) a named backend cannot run on this machine
     ├── ModelLoadError (OSError)         a model file is missing, unreadable or corrupt
+    │   └── ConversionError              a GGUF file `inference.convert` cannot convert
+    │                                    (architecture, quantisation, truncated), or a
+    │                                    destination already in use
     ├── PromptError (ValueError)         one prompt cannot run (empty, too long);
     │                                    carried on that prompt's result, not raised
     │                                    for the whole batch
@@ -72,6 +75,17 @@ class ModelLoadError(InferenceError, OSError):
         self.path = path
         self.reason = reason
         super().__init__(f"cannot load model {path!r}: {reason}")
+
+
+class ConversionError(ModelLoadError):
+    """A model file that cannot be converted, or a destination that is in the way.
+
+    ``path`` is the file or directory at fault.
+    """
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(path, reason)
+        self.args = (f"cannot convert {path!r}: {reason}",)
 
 
 class PromptError(InferenceError, ValueError):

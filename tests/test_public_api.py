@@ -6,8 +6,8 @@ import inference
 
 EXPECTED = [
     "PREFERENCE", "Backend", "BackendNotFound", "BackendUnavailable", "BatchResult",
-    "ClassifyResult", "DiscoveredModel", "GenerateMetrics", "GenerateOptions", "GenerationError",
-    "InferenceError", "LoadOptions", "Message", "ModelInfo", "ModelLoadError",
+    "ClassifyResult", "ConversionError", "DiscoveredModel", "GenerateMetrics", "GenerateOptions",
+    "GenerationError", "InferenceError", "LoadOptions", "Message", "ModelInfo", "ModelLoadError",
     "NoBackendAvailable", "NoBackendRegistered", "PromptError", "Registry", "TextModel", "Token",
     "UnsupportedOperation", "default", "discover", "get", "load_model", "names", "register",
     "registry",

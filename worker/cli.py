@@ -357,43 +357,6 @@ def backends(as_json: bool) -> None:
 
 
 @main.command()
-@click.argument("root", type=click.Path(file_okay=False), required=False)
-@click.option("--max-depth", default=4, show_default=True, help="Directory levels to scan.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@click.pass_context
-def models(ctx: click.Context, root: str | None, max_depth: int, as_json: bool) -> None:
-    """Models under ROOT; without ROOT, this host's catalog (ids, files, backends)."""
-    if root is None:
-        from worker.catalog import Catalog
-        from worker.runtime import usable_backends
-
-        settings = settings_of(ctx)
-        catalog = Catalog.build(roots=settings.model_roots, catalog_file=settings.catalog,
-                                fake_models=settings.fake_models)
-        served = catalog.served(usable_backends(settings))
-        rows: list[dict[str, Any]] = [{"model": m, "backends": served.get(m, []),
-                 "files": {b: getattr(catalog.entry_for(m, b), "path", "")
-                           for b in served.get(m, [])}} for m in catalog.model_ids()]
-        if as_json:
-            print_json(rows)
-            return
-        print_table(["MODEL", "BACKENDS", "FILES"],
-                    [[r["model"], ",".join(r["backends"]) or "(none usable here)",
-                      " ".join(sorted(set(r["files"].values())))] for r in rows])
-        return
-    try:
-        found = inference.discover(root, max_depth=max_depth)
-    except OSError as err:
-        fail(str(err), 2)
-    if as_json:
-        print_json([asdict(m) for m in found])
-        return
-    print_table(["PATH", "FORMAT", "TYPE", "BITS", "SIZE"],
-                [[m.path, m.format, m.model_type or "?", str(m.quant_bits or "?"),
-                  f"{m.size_bytes / 2**20:.1f} MiB"] for m in found])
-
-
-@main.command()
 @click.argument("job_id", callback=check_job_id)
 @click.option("--input", "input_path", default=None, type=click.Path(dir_okay=False),
               help="The job's input file, if it moved since submission.")
@@ -431,11 +394,13 @@ def reconcile(ctx: click.Context, job_id: str, input_path: str | None, as_json: 
 
 def _register_subcommands() -> None:
     from worker.cli_eval import beat, eval_group
+    from worker.cli_models import models_group
     from worker.config_check import config_group
 
     main.add_command(eval_group)
     main.add_command(beat)
     main.add_command(config_group)
+    main.add_command(models_group)
 
 
 _register_subcommands()
