@@ -119,15 +119,15 @@ def test_no_password_on_a_non_loopback_redis_is_refused(exposed_redis):
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "127.3.4.5", "localhost", "[::1]"])
 def test_loopback_hosts_need_no_password(host):
+    from worker.cli.config import check_settings
     from worker.config import Settings
-    from worker.config_check import check_settings
 
     assert check_settings(Settings(broker_url=f"redis://{host}:6379/0")).refused == []
 
 
 def test_a_password_satisfies_the_non_loopback_check():
+    from worker.cli.config import check_settings
     from worker.config import Settings
-    from worker.config_check import check_settings
 
     assert check_settings(Settings(broker_url="redis://:s3cret@10.0.0.5:6379/0")).refused == []
     assert check_settings(Settings(broker_url="redis://10.0.0.5:6379/0")).refused

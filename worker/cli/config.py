@@ -24,7 +24,11 @@ from urllib.parse import urlsplit
 
 import click
 
+from worker.catalog import Catalog
+from worker.cli.context import fail, redis_failure, settings_of
+from worker.cli.view import print_json
 from worker.config import Settings, redact
+from worker.routing import worker_queues
 
 #: Seconds a retried chunk may wait before it runs again (jobs retry with backoff).
 RETRY_WAIT = 60
@@ -69,7 +73,7 @@ def check_settings(settings: Settings) -> Findings:
 
 def check_redis(client: Any, url: str, found: Findings) -> None:
     """Refuse a Redis that evicts keys; warn where its policy cannot be read."""
-    import redis
+    import redis  # on use (start-up time)
 
     try:
         policy = client.config_get("maxmemory-policy").get("maxmemory-policy", "")
@@ -87,9 +91,7 @@ def check_redis(client: Any, url: str, found: Findings) -> None:
 
 def worker_view(settings: Settings) -> dict[str, Any]:
     """The name, backends, catalog models and queues `inferq worker` would use."""
-    from worker.catalog import Catalog
-    from worker.routing import worker_queues
-    from worker.runtime import usable_backends
+    from worker.runtime import usable_backends  # on use: redis (start-up time)
 
     backends = usable_backends(settings)
     catalog = Catalog.build(roots=settings.model_roots, catalog_file=settings.catalog,
@@ -110,10 +112,7 @@ def config_group() -> None:
 @click.pass_context
 def config_check(ctx: click.Context, as_json: bool) -> None:
     """What a worker would consume here; exit 2 on settings unsafe for production."""
-    import redis
-
-    from worker.cli import fail, redis_failure, settings_of
-    from worker.cli_view import print_json
+    import redis  # on use (start-up time)
 
     settings = settings_of(ctx)
     view = worker_view(settings)
@@ -143,3 +142,7 @@ def config_check(ctx: click.Context, as_json: bool) -> None:
         click.echo(f"inferq: refused: {line}", err=True)
     if found.refused:
         raise SystemExit(2)
+
+
+#: The commands this module adds to `inferq`.
+COMMANDS = [config_group]
