@@ -30,15 +30,16 @@ class Registry:
         self._lock = threading.Lock()
         self._backends: dict[str, Backend] = {}
 
-    def register(self, backend: Backend) -> None:
-        """Add ``backend`` under its name, replacing one of the same name."""
+    def register(self, backend: Backend, *, replace: bool = False) -> None:
+        """Add ``backend`` under its name; `ValueError` if that name is taken, unless
+        ``replace`` (then the new backend takes the name)."""
         with self._lock:
+            taken = self._backends.get(backend.name)
+            if taken is not None and not replace:
+                raise ValueError(
+                    f"backend {backend.name!r} is already registered ({type(taken).__name__});"
+                    " pass replace=True to replace it")
             self._backends[backend.name] = backend
-
-    def unregister(self, name: str) -> None:
-        """Remove the backend called ``name``; no error when absent."""
-        with self._lock:
-            self._backends.pop(name, None)
 
     def get(self, name: str) -> Backend:
         """The backend called ``name``; `BackendNotFound` lists the registered ones."""
@@ -94,9 +95,9 @@ def registry() -> Registry:
     return _registry
 
 
-def register(backend: Backend) -> None:
-    """Add ``backend`` to the shared registry."""
-    _registry.register(backend)
+def register(backend: Backend, *, replace: bool = False) -> None:
+    """Add ``backend`` to the shared registry; see `Registry.register`."""
+    _registry.register(backend, replace=replace)
 
 
 def get(name: str) -> Backend:

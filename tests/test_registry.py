@@ -75,6 +75,17 @@ def test_unknown_backend_error_lists_registered_names():
         reg.load_model("x", LoadOptions(backend="rocm"))
 
 
+def test_a_second_backend_under_a_taken_name_is_refused_unless_replace():
+    reg = Registry()
+    first, second = FakeBackend("llama_cpp"), FakeBackend("llama_cpp", available=False)
+    reg.register(first)
+    with pytest.raises(ValueError, match=r"'llama_cpp' is already registered.*replace=True"):
+        reg.register(second)
+    assert reg.get("llama_cpp") is first
+    reg.register(second, replace=True)
+    assert reg.get("llama_cpp") is second
+
+
 def test_load_model_uses_the_named_backend_only_when_available():
     reg = Registry()
     reg.register(FakeBackend("llama_cpp"))

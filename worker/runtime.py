@@ -28,7 +28,7 @@ def usable_backends(settings: Settings) -> list[str]:
     if settings.fake_models:
         from inference.testing import FakeBackend
 
-        inference.register(FakeBackend())
+        inference.register(FakeBackend(), replace=True)
     available = inference.registry().available()
     if settings.backends:
         available = [b for b in available if b in settings.backends]

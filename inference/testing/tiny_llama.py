@@ -25,9 +25,9 @@ from typing import Any
 
 BOS_ID, EOS_ID, PAD_ID = 256, 257, 258
 SPECIALS = ("<s>", "</s>", "<pad>")
-#: One merge (two NUL bytes into one token), because GGUF's BPE vocabulary needs
-#: at least one; NUL never appears in real prompts, so tokenization stays bytes.
-MERGED_ID = 259
+#: 256 bytes, the specials, and one merge (two NUL bytes into one token, the last id),
+#: because GGUF's BPE vocabulary needs at least one; NUL never appears in real
+#: prompts, so tokenization stays bytes.
 VOCAB_SIZE = 260
 
 CHAT_TEMPLATE = (
