@@ -19,9 +19,10 @@ import redis
 import yaml
 
 from jobs.redis_store import RedisJobStore
-from tests.processes import ROOT, RedisServer, free_port
+from tests.processes import RedisServer, free_port
 from tests.test_evals import SUITE, suites_file
 
+ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 INFERQ = str(BIN / "inferq")
 FAKE = {"INFERQ_BACKENDS": "fake", "INFERQ_FAKE_MODELS": "demo"}
