@@ -12,16 +12,19 @@ maximum drop from the previous run) mark a breached run.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
 from jobs.scorers import Score, make_scorer
 from jobs.sinks import ParquetSink
 from jobs.spec import JobSpec
-from jobs.store import JobStatus
+
+if TYPE_CHECKING:
+    from jobs.lifecycle import JobStatus
+    from jobs.store import JobStore
 
 EVALUATIONS_SCHEMA = pa.schema([
     ("suite", pa.string()),
@@ -83,6 +86,20 @@ class EvalRun:
                 "seconds_per_row": self.seconds_per_row, "finished_at": self.finished_at,
                 "slot": self.slot, "breached": bool(self.breaches),
                 "breach": "; ".join(self.breaches)}
+
+
+def record_evaluation(store: JobStore, sink: ParquetSink, spec: JobSpec) -> None:
+    """Score an evaluation run; write its rows, its Redis record and any alert."""
+    run = score_job(spec, store.status(spec.job_id), sink)
+    previous = store.evaluations.latest(run.suite).get(run.target)
+    found = breaches(run, (spec.evaluation or {}).get("alerts") or {},
+                     previous["score"] if previous else None)
+    run = replace(run, breaches=found)
+    write_evaluation(sink, run.suite, spec.job_id, evaluation_table(run))
+    store.evaluations.record(run.summary())
+    if found:
+        store.set_alert(spec.job_id, "; ".join(found))
+        store.evaluations.alert(run.summary())
 
 
 def target_of(spec: JobSpec) -> str:

@@ -24,10 +24,10 @@ from inference import (
     TextModel,
 )
 from inference.model import ChatRenderer
+from jobs.lifecycle import ChunkSummary
 from jobs.rows import InputRow
 from jobs.schema import METRICS_SCHEMA, RESULTS_SCHEMA
 from jobs.spec import JobSpec
-from jobs.store import ChunkSummary
 
 DEFAULT_BATCH = 64
 

@@ -1,8 +1,8 @@
 """Finding the row that kills the engine.
 
 A chunk whose worker died on it more than ``max_attempts`` times (a segfault, an
-abort in the engine: nothing the task could catch) is run again in ranges of
-rows, with its progress checkpointed in the store before and after each range.
+abort in the engine: nothing the task could catch; `jobs.failures` decides) is run
+again in ranges of rows, with its progress checkpointed in the store before and after each range.
 When the process dies again, the next delivery finds the range that was running,
 halves it and goes on; a range of one row that crashes is that row, recorded as
 an error row (``engine_crash``). Every other row still gets its result, and the
@@ -11,23 +11,20 @@ chunk ends as one part like any other.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from inference import GenerateMetrics, TextModel
 from jobs.execute import ChunkContext, ChunkOutput, chunk_output, error_rows, run_chunk
+from jobs.failures import isolation_budget
 from jobs.rows import InputRow
 from jobs.spec import JobSpec
 from jobs.store import JobStore
 
 CRASH_CODE = "engine_crash"
 
-
-def isolation_budget(rows: int, max_attempts: int) -> int:
-    """Deliveries a chunk may take while isolating: its retries plus two per halving."""
-    return max_attempts + 2 * math.ceil(math.log2(rows + 1)) + 2
+__all__ = ["CRASH_CODE", "isolation_budget", "run_isolating"]  # the budget lives in failures
 
 
 def run_isolating(model: TextModel, spec: JobSpec, rows: Sequence[InputRow],

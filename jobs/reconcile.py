@@ -14,9 +14,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from jobs.errors import InputFileError
+from jobs.lifecycle import JobState, finalize, summary_from_parts
 from jobs.readers import read_input
 from jobs.rows import InputRow
-from jobs.runner import finalize, summary_from_disk
 from jobs.sinks import ParquetSink
 from jobs.spec import spec_from_document
 from jobs.store import JobStore
@@ -39,7 +39,7 @@ def reconcile(job_id: str, store: JobStore, sink: ParquetSink, enqueue: Enqueue,
     total, chunks = int(doc["rows"]), int(doc["chunks"])
     recreated = store.create_job(spec, total=total, chunks=chunks)
     if recreated:
-        store.set_state(job_id, "queued")
+        store.set_state(job_id, JobState.QUEUED)
     status = store.status(job_id)
     if status.terminal:
         return ReconcileReport(job_id, recreated, [], [], status.state)
@@ -47,7 +47,7 @@ def reconcile(job_id: str, store: JobStore, sink: ParquetSink, enqueue: Enqueue,
     recorded = []
     for chunk in sink.part_chunks(job_id):
         if chunk not in done and store.complete_chunk(
-                job_id, chunk, summary_from_disk(sink, job_id, chunk)) is not None:
+                job_id, chunk, summary_from_parts(sink, job_id, chunk)) is not None:
             recorded.append(chunk)
     done = store.done_chunks(job_id)
     missing = [c for c in range(chunks) if c not in done]

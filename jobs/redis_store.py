@@ -19,9 +19,10 @@ import redis
 from jobs import keys
 from jobs.errors import JobNotFound
 from jobs.eval_store import EvalStore, RedisEvalStore
+from jobs.lifecycle import ChunkSummary, JobState, JobStatus
 from jobs.rows import InputRow
+from jobs.schema import METRIC_FIELDS
 from jobs.spec import JobSpec
-from jobs.store import METRIC_FIELDS, ChunkSummary, JobStatus
 
 STREAM_MAXLEN = 10_000
 FINALIZE_LOCK_SECONDS = 3600
@@ -73,9 +74,9 @@ class RedisJobStore:
     def create_job(self, spec: JobSpec, *, total: int, chunks: int) -> bool:
         key = keys.job(spec.job_id)
         now = time.time()
-        fields: dict[Any, Any] = {"state": "validating", "validating_at": now, "total": total,
-                  "chunks": chunks, "completed": 0, "failed": 0,
-                  "spec": json.dumps(spec.to_dict())}
+        fields: dict[Any, Any] = {
+            "state": JobState.VALIDATING, "validating_at": now, "total": total, "chunks": chunks,
+            "completed": 0, "failed": 0, "spec": json.dumps(spec.to_dict())}
         if not self.redis.hsetnx(key, "job_id", spec.job_id):
             return False
         pipe = self.redis.pipeline()
@@ -118,7 +119,7 @@ class RedisJobStore:
             backend, _, field = name.decode().partition("|")
             metrics.setdefault(backend, {})[field] = float(value)
         return JobStatus(
-            job_id=job_id, state=data["state"], total=int(data.get("total", 0)),
+            job_id=job_id, state=JobState(data["state"]), total=int(data.get("total", 0)),
             completed=int(data.get("completed", 0)), failed=int(data.get("failed", 0)),
             chunks=int(data.get("chunks", 0)), chunks_done=int(done),
             timestamps={k: float(v) for k, v in data.items() if k.endswith("_at")},

@@ -10,6 +10,12 @@ import pyarrow as pa
 
 SCHEMA_VERSION = 2  # 2: the expected column (evaluation datasets)
 
+#: A chunk's generation totals, summed per backend in the store and in its summary.
+SUMMARY_METRICS = ("prompt_tokens", "generated_tokens", "prefill_seconds", "decode_seconds",
+                   "total_seconds")
+#: Every total the store keeps per backend: row counts and `SUMMARY_METRICS`.
+METRIC_FIELDS = ("rows", "errors", *SUMMARY_METRICS)
+
 LABEL_PROB = pa.struct([("label", pa.string()), ("prob", pa.float64())])
 
 RESULTS_SCHEMA = pa.schema([

@@ -10,74 +10,18 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 from jobs.errors import JobNotFound
 from jobs.eval_store import EvalStore, MemoryEvalStore
+from jobs.lifecycle import STATES, TERMINAL, ChunkSummary, JobState, JobStatus
 from jobs.rows import InputRow
+from jobs.schema import METRIC_FIELDS
 from jobs.spec import JobSpec
 
-#: After the OpenAI Batch API. Terminal states end a job.
-STATES = ("validating", "queued", "in_progress", "finalizing", "completed", "failed",
-          "expired", "cancelling", "cancelled")
-TERMINAL = ("completed", "failed", "expired", "cancelled")
-METRIC_FIELDS = ("rows", "errors", "prompt_tokens", "generated_tokens", "prefill_seconds",
-                 "decode_seconds", "total_seconds")
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ChunkSummary:
-    """What one chunk left behind; recorded once per chunk.
-
-    ``status``: ``ok`` (its part holds every row), ``failed`` / ``expired``
-    (its part holds every row as an error row), ``cancelled`` (no part).
-    """
-
-    rows: int
-    errors: int
-    status: str = "ok"
-    worker: str = ""
-    backend: str = ""
-    prompt_tokens: int = 0
-    generated_tokens: int = 0
-    prefill_seconds: float = 0.0
-    decode_seconds: float = 0.0
-    total_seconds: float = 0.0
-    reason: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ChunkSummary:
-        return cls(**data)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class JobStatus:
-    """A job as the store sees it now."""
-
-    job_id: str
-    state: str
-    total: int
-    completed: int               #: rows with a result
-    failed: int                  #: error rows
-    chunks: int
-    chunks_done: int
-    timestamps: dict[str, float] = field(default_factory=dict)
-    error: str = ""
-    metrics: dict[str, dict[str, float]] = field(default_factory=dict)  #: backend -> totals
-    alert: str = ""              #: an evaluation threshold this run breached
-
-    @property
-    def terminal(self) -> bool:
-        return self.state in TERMINAL
-
-    @property
-    def done_rows(self) -> int:
-        return self.completed + self.failed
-
+# Status types live in `jobs.lifecycle`; re-exported here, where they were first.
+__all__ = ["METRIC_FIELDS", "STATES", "TERMINAL", "ChunkSummary", "JobStatus", "JobStore",
+           "MemoryJobStore"]
 
 class JobStore(Protocol):
     """Where job state lives. Every method is safe to call twice (redelivery)."""
@@ -160,7 +104,8 @@ class MemoryJobStore:
             if spec.job_id in self._jobs:
                 return False
             self._jobs[spec.job_id] = {
-                "spec": spec, "state": "validating", "timestamps": {"validating_at": time.time()},
+                "spec": spec, "state": JobState.VALIDATING,
+                "timestamps": {"validating_at": time.time()},
                 "total": total, "chunks": chunks, "completed": 0, "failed": 0, "error": "",
                 "inputs": {}, "done": {}, "attempts": {}, "metrics": {}, "cancel": False,
                 "finalize": False, "stream": [],
@@ -190,7 +135,7 @@ class MemoryJobStore:
     def status(self, job_id: str) -> JobStatus:
         with self._lock:
             j = self._job(job_id)
-            return JobStatus(job_id=job_id, state=j["state"], total=j["total"],
+            return JobStatus(job_id=job_id, state=JobState(j["state"]), total=j["total"],
                              completed=j["completed"], failed=j["failed"], chunks=j["chunks"],
                              chunks_done=len(j["done"]), timestamps=dict(j["timestamps"]),
                              error=j["error"], alert=j.get("alert", ""),

@@ -11,9 +11,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from jobs.errors import JobError, JobStateError
+from jobs.lifecycle import JobState, finalize
 from jobs.readers import InputLimits, read_input
 from jobs.rows import InputRow
-from jobs.runner import finalize
 from jobs.sinks import ParquetSink, PartSink
 from jobs.spec import JobSpec
 from jobs.store import JobStatus, JobStore
@@ -46,7 +46,7 @@ def submit_job(spec: JobSpec, input_path: str, store: JobStore, sink: PartSink,
             store.put_chunk_input(spec.job_id, chunks, batch)
             total, chunks = total + len(batch), chunks + 1
     except (JobError, OSError) as exc:
-        store.set_state(spec.job_id, "failed", error=str(exc))
+        store.set_state(spec.job_id, JobState.FAILED, error=str(exc))
         store.set_counts(spec.job_id, total=total, chunks=chunks)
         store.drop_inputs(spec.job_id)
         raise
@@ -55,7 +55,7 @@ def submit_job(spec: JobSpec, input_path: str, store: JobStore, sink: PartSink,
                       spec.to_dict() | {"input": Path(input_path).name, "rows": total,
                                         "input_path": str(Path(input_path).resolve()),
                                         "format": fmt, "chunks": chunks})
-    store.set_state(spec.job_id, "queued")
+    store.set_state(spec.job_id, JobState.QUEUED)
     if chunks == 0:
         finalize(store, sink, spec.job_id)
     for chunk in range(chunks):

@@ -1,4 +1,4 @@
-"""The Celery app and the one task. Tasks are thin: the job domain does the work."""
+"""The Celery app and its one task, `run_chunk_task`. The job domain does the work."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ from typing import Any
 
 from celery import Celery, Task, signals
 
-from inference import ModelLoadError
-from jobs.errors import InvalidJobSpec, JobNotFound
+from jobs import PERMANENT, Verdict
 from jobs.spec import JOB_ID
 from worker.config import Settings
 from worker.timelimit import ChunkTimeLimitExceeded, time_limit
@@ -65,36 +64,44 @@ def runtime(settings: Settings) -> Any:
     return _runtime
 
 
-def _register_task(app: Celery, settings: Settings) -> None:
-    @app.task(name=TASK, bind=True, max_retries=None)  # type: ignore[untyped-decorator]
-    def run_chunk(self: Task, job_id: str, chunk: int) -> dict[str, Any]:
-        if not (isinstance(job_id, str) and JOB_ID.match(job_id)) or not (
-                type(chunk) is int and chunk >= 0):  # results paths are built from these
-            log.warning("chunk message dropped: %r is not a valid job id or %r not a chunk "
-                        "number", job_id, chunk)
-            return {"job_id": str(job_id)[:100], "chunk": chunk, "outcome": "refused"}
-        rt = runtime(settings)
-        try:  # Celery enforces no time limit in the solo and threads pools: we do
-            with time_limit(settings.chunk_time_limit, f"chunk {chunk} of {job_id}",
-                            interruptible=lambda: rt.runner.current is not None):
-                report = rt.runner.process(job_id, chunk)
-        except JobNotFound:
+def run_chunk_task(task: Task, job_id: str, chunk: int) -> dict[str, Any]:
+    """The Celery task ``inferq.run_chunk``: run one chunk of one job on this worker.
+
+    Thin: the job domain runs the chunk (`jobs.ChunkRunner.process`) and, when that
+    raises, decides what happens (`jobs.ChunkRunner.decide`, one `jobs.FailurePolicy`);
+    this function only enforces the time limit and acts on the decision.
+    """
+    if not (isinstance(job_id, str) and JOB_ID.match(job_id)) or not (
+            type(chunk) is int and chunk >= 0):  # results paths are built from these
+        log.warning("chunk message dropped: %r is not a valid job id or %r not a chunk "
+                    "number", job_id, chunk)
+        return {"job_id": str(job_id)[:100], "chunk": chunk, "outcome": "refused"}
+    settings: Settings = task.app.inferq_settings
+    rt = runtime(settings)
+    try:  # Celery enforces no time limit in the solo and threads pools: we do
+        with time_limit(settings.chunk_time_limit, f"chunk {chunk} of {job_id}",
+                        interruptible=lambda: rt.runner.current is not None):
+            report = rt.runner.process(job_id, chunk)
+    except (Exception, ChunkTimeLimitExceeded) as exc:  # the engine, Redis, the disk, a hang
+        decision = rt.runner.decide(job_id, chunk, exc)
+        if decision.verdict == Verdict.DROP:
             log.warning("chunk %s of unknown job %s dropped", chunk, job_id)
             return {"job_id": job_id, "chunk": chunk, "outcome": "gone"}
-        except (ModelLoadError, InvalidJobSpec) as exc:  # permanent: the rows become error rows
-            report = rt.runner.fail_chunk(job_id, chunk, str(exc))
-        except (Exception, ChunkTimeLimitExceeded) as exc:  # the engine, Redis, the disk,
-            # a hang or a bug: retry, then give up
-            log.exception("chunk %s of %s failed (attempt %d of %d)", chunk, job_id,
-                          self.request.retries + 1, settings.max_attempts)
-            if self.request.retries + 1 >= settings.max_attempts:
-                report = rt.runner.fail_chunk(job_id, chunk, f"gave up after "
-                                              f"{settings.max_attempts} attempts: {exc}")
-            else:
-                raise self.retry(exc=exc, countdown=min(60, 2 ** self.request.retries)) from exc
-        rt.record(report)
-        return {"job_id": job_id, "chunk": chunk, "outcome": report.outcome,
-                "rows": report.rows, "errors": report.errors}
+        if decision.verdict == Verdict.RETRY:
+            log.exception("chunk %s of %s failed; retrying in %g s", chunk, job_id,
+                          decision.countdown)
+            raise task.retry(exc=exc, countdown=decision.countdown) from exc
+        if not isinstance(exc, PERMANENT):
+            log.exception("chunk %s of %s failed: %s", chunk, job_id, decision.reason)
+        report = rt.runner.fail_chunk(job_id, chunk, decision.reason)
+    rt.record(report)
+    return {"job_id": job_id, "chunk": chunk, "outcome": report.outcome,
+            "rows": report.rows, "errors": report.errors}
+
+
+def _register_task(app: Celery, settings: Settings) -> None:
+    app.inferq_settings = settings  # read by run_chunk_task through task.app
+    app.task(name=TASK, bind=True, max_retries=None)(run_chunk_task)
 
     @signals.worker_ready.connect(weak=False)  # type: ignore[untyped-decorator]
     def _advertise(sender: Any = None, **_: Any) -> None:
