@@ -16,7 +16,7 @@ from jobs.reconcile import reconcile as rebuild
 from jobs.spec import spec_from_document
 from jobs.store import TERMINAL
 from worker.cli.context import check_job_id, client_of, fail, settings_of
-from worker.cli.export import export_results
+from worker.cli.export import export_results, is_chat
 from worker.cli.options import build_spec, job_options
 from worker.cli.view import Progress, print_json, print_table, show_status, status_dict
 from worker.routing import queue_for
@@ -151,7 +151,11 @@ def results(ctx: click.Context, job_id: str, head: int, dest: str | None, openai
     if errors_only:
         table = table.filter(table.column("error_code").is_valid())
     if dest:
-        written = export_results(table, dest, openai=openai, errors=errors_only)
+        try:
+            chat = openai and is_chat(client.store.get_spec(job_id).metadata)
+        except JobNotFound:  # Redis forgot it: its rows are still on disk
+            chat = False
+        written = export_results(table, dest, openai=openai, errors=errors_only, chat=chat)
         click.echo(f"{written:,} rows written to {dest}")
         return
     rows = table.slice(0, head).to_pylist()

@@ -1,0 +1,355 @@
+"""`inferq serve` speaks the OpenAI Batch API: driven by the official `openai` SDK
+against a real `inferq serve` process, a real redis-server and a real worker on the
+fake backend. Files in, batches run, output and error files out, across a restart."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import openai
+import pytest
+
+INFERQ = str(Path(sys.executable).parent / "inferq")
+CLEAN_ENV = {k: v for k, v in os.environ.items() if not k.startswith("INFERQ_")}
+KEY = "sk-test-one"
+LIMIT_BYTES = 64 * 1024
+LIMIT_LINES = 500
+
+pytestmark = pytest.mark.slow
+
+
+class Server:
+    """``inferq serve`` as a subprocess on a free loopback port."""
+
+    def __init__(self, redis_url: str, results: Path, log: Path, port: int) -> None:
+        self.args = [INFERQ, "--broker-url", redis_url, "--results", str(results), "serve",
+                     "--port", str(port)]
+        self.env = CLEAN_ENV | {"INFERQ_API_KEYS": f"{KEY},sk-test-two",
+                                "INFERQ_BATCH_CHUNK_SIZE": "4",
+                                "INFERQ_MAX_UPLOAD_BYTES": str(LIMIT_BYTES),
+                                "INFERQ_MAX_UPLOAD_LINES": str(LIMIT_LINES)}
+        self.url = f"http://127.0.0.1:{port}"
+        self.log = log
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 30) -> Server:
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(self.args, env=self.env, stdout=log,
+                                            stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                urllib.request.urlopen(f"{self.url}/v1/models", timeout=1)  # 401: it is up
+            except urllib.error.HTTPError:
+                return self
+            except OSError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"server did not come up:\n{self.log.read_text()}") from None
+                time.sleep(0.1)
+
+    def kill(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@dataclass
+class Env:
+    redis_url: str
+    results: Path
+    tmp: Path
+    server: Server
+    client: openai.OpenAI
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    from tests.processes import RedisServer, Worker, free_port
+
+    base = tmp_path_factory.mktemp("serve")
+    redis = RedisServer(base / "redis")
+    results = base / "results"
+    worker = Worker(redis.url, str(results), "w-serve", base, backends="fake",
+                    fake_models="demo")
+    server = Server(redis.url, results, base / "serve.log", free_port())
+    try:
+        worker.start()
+        server.start()
+        client = openai.OpenAI(base_url=f"{server.url}/v1", api_key=KEY, max_retries=0,
+                               timeout=30)
+        yield Env(redis.url, results, base, server, client)
+    finally:
+        server.stop()
+        worker.stop()
+        redis.stop()
+
+
+def write_batch(path: Path, bodies: list[dict], url: str = "/v1/completions") -> Path:
+    with open(path, "w", encoding="utf-8") as f:
+        for i, body in enumerate(bodies):
+            f.write(json.dumps({"custom_id": f"r-{i:03d}", "method": "POST", "url": url,
+                                "body": body}) + "\n")
+    return path
+
+
+def upload(env: Env, path: Path) -> str:
+    with open(path, "rb") as f:
+        return env.client.files.create(file=f, purpose="batch").id
+
+
+def wait_batch(env: Env, batch_id: str, until: tuple[str, ...] = (
+        "completed", "failed", "expired", "cancelled"), timeout: float = 60):
+    deadline = time.monotonic() + timeout
+    while True:
+        batch = env.client.batches.retrieve(batch_id)
+        if batch.status in until:
+            return batch
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{batch_id} still {batch.status} after {timeout}s")
+        time.sleep(0.2)
+
+
+def lines(env: Env, file_id: str) -> list[dict]:
+    text = env.client.files.content(file_id).text
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def test_a_completions_batch_runs_through_the_sdk_to_output_and_error_files(env):
+    prompts = [f"Review {i}: fine." for i in range(10)]
+    prompts[6] = ""  # an error row: empty prompt
+    path = write_batch(env.tmp / "completions.jsonl",
+                       [{"model": "demo", "prompt": p, "max_tokens": 4} for p in prompts])
+    file_id = upload(env, path)
+    assert env.client.files.retrieve(file_id).bytes == path.stat().st_size
+    created = env.client.batches.create(input_file_id=file_id, endpoint="/v1/completions",
+                                        completion_window="24h", metadata={"run": "one"})
+    assert created.status in ("validating", "in_progress", "finalizing", "completed")
+    assert created.id.startswith("batch_") and created.metadata == {"run": "one"}
+    batch = wait_batch(env, created.id)
+    assert batch.status == "completed", batch
+    counts = batch.request_counts
+    assert (counts.total, counts.completed, counts.failed) == (10, 9, 1)
+    assert batch.model == "demo" and batch.input_file_id == file_id
+    assert batch.created_at <= batch.in_progress_at <= batch.completed_at
+    assert batch.expires_at == batch.created_at + 24 * 3600
+    assert batch.usage.input_tokens > 0 and batch.usage.output_tokens > 0
+    assert batch.usage.total_tokens == batch.usage.input_tokens + batch.usage.output_tokens
+    output = lines(env, batch.output_file_id)
+    assert sorted(o["custom_id"] for o in output) == [f"r-{i:03d}" for i in range(10) if i != 6]
+    body = output[0]["response"]["body"]
+    assert output[0]["response"]["status_code"] == 200 and output[0]["error"] is None
+    assert body["object"] == "text_completion" and isinstance(body["choices"][0]["text"], str)
+    assert body["usage"]["total_tokens"] == (body["usage"]["prompt_tokens"]
+                                             + body["usage"]["completion_tokens"])
+    errors = lines(env, batch.error_file_id)
+    assert [(e["custom_id"], e["error"]["code"]) for e in errors] == [("r-006", "empty_prompt")]
+    assert env.client.files.retrieve(batch.output_file_id).purpose == "batch_output"
+
+
+def test_a_chat_batch_answers_chat_completion_bodies_and_the_cli_exports_the_same(env):
+    path = write_batch(env.tmp / "chat.jsonl",
+                       [{"model": "demo", "messages": [{"role": "user", "content": f"Hi {i}"}],
+                         "max_completion_tokens": 3, "temperature": 0}
+                        for i in range(5)], url="/v1/chat/completions")
+    created = env.client.batches.create(input_file_id=upload(env, path),
+                                        endpoint="/v1/chat/completions",
+                                        completion_window="24h")
+    batch = wait_batch(env, created.id)
+    assert batch.status == "completed" and batch.error_file_id is None
+    output = lines(env, batch.output_file_id)
+    body = output[0]["response"]["body"]
+    assert body["object"] == "chat.completion"
+    assert body["choices"][0]["message"]["role"] == "assistant"
+    assert isinstance(body["choices"][0]["message"]["content"], str)
+    assert body["usage"]["completion_tokens"] <= 3
+    dest = env.tmp / "cli-chat.jsonl"
+    out = subprocess.run([INFERQ, "--broker-url", env.redis_url, "--results", str(env.results),
+                          "results", batch.id.removeprefix("batch_"), "--to", str(dest),
+                          "--openai"], capture_output=True, text=True, env=CLEAN_ENV,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    cli = [json.loads(line) for line in dest.read_text().splitlines()]
+    assert sorted(cli, key=lambda o: o["custom_id"]) == sorted(output,
+                                                               key=lambda o: o["custom_id"])
+
+
+def test_a_batch_with_labels_classifies_and_reports_every_label_probability(env):
+    path = write_batch(env.tmp / "classify.jsonl",
+                       [{"model": "demo", "prompt": f"Review {i}", "labels": ["pos", "neg"]}
+                        for i in range(4)])
+    created = env.client.batches.create(input_file_id=upload(env, path),
+                                        endpoint="/v1/completions", completion_window="24h")
+    batch = wait_batch(env, created.id)
+    assert batch.status == "completed"
+    for line in lines(env, batch.output_file_id):
+        choice = line["response"]["body"]["choices"][0]
+        assert choice["text"] in ("pos", "neg")
+        assert set(choice["label_probs"]) == {"pos", "neg"}
+        assert abs(sum(choice["label_probs"].values()) - 1) < 1e-6
+
+
+def test_a_wrong_or_missing_key_is_401_in_openais_error_shape(env):
+    wrong = openai.OpenAI(base_url=f"{env.server.url}/v1", api_key="sk-wrong", max_retries=0)
+    with pytest.raises(openai.AuthenticationError) as raised:
+        wrong.files.list()
+    assert raised.value.status_code == 401
+    assert raised.value.body["code"] == "invalid_api_key"
+    request = urllib.request.Request(f"{env.server.url}/v1/batches")
+    with pytest.raises(urllib.error.HTTPError) as missing:
+        urllib.request.urlopen(request, timeout=5)
+    assert missing.value.code == 401
+    error = json.loads(missing.value.read())["error"]
+    assert error["code"] == "missing_api_key" and error["type"] == "invalid_request_error"
+    second = openai.OpenAI(base_url=f"{env.server.url}/v1", api_key="sk-test-two",
+                           max_retries=0)
+    assert second.models.list().data[0].id == "demo"
+
+
+def test_batches_list_newest_first_with_after_and_limit(env):
+    path = write_batch(env.tmp / "few.jsonl", [{"model": "demo", "prompt": "x"}])
+    file_id = upload(env, path)
+    made = [env.client.batches.create(input_file_id=file_id, endpoint="/v1/completions",
+                                      completion_window="24h").id for _ in range(3)]
+    first = env.client.batches.list(limit=2)
+    assert [b.id for b in first.data] == made[::-1][:2] and first.has_more
+    rest = env.client.batches.list(limit=2, after=first.data[-1].id)
+    assert rest.data[0].id == made[0]
+    every = [b.id for b in env.client.batches.list(limit=2)]  # the SDK pages with after
+    assert every[:3] == made[::-1] and len(every) == len(set(every))
+
+
+def test_cancel_stops_a_running_batch_and_keeps_its_finished_rows(env):
+    path = write_batch(env.tmp / "slow.jsonl",
+                       [{"model": "demo", "prompt": f"@@slow:0.4@@ {i}"} for i in range(24)])
+    created = env.client.batches.create(input_file_id=upload(env, path),
+                                        endpoint="/v1/completions", completion_window="24h")
+    wait_batch(env, created.id, until=("in_progress",))
+    cancelling = env.client.batches.cancel(created.id)
+    assert cancelling.status in ("cancelling", "cancelled")
+    batch = wait_batch(env, created.id)
+    assert batch.status == "cancelled" and batch.cancelled_at >= batch.cancelling_at
+    assert batch.request_counts.completed < 24
+
+
+def test_a_malformed_file_fails_validation_with_errors_naming_each_line(env):
+    path = env.tmp / "bad.jsonl"
+    good = {"custom_id": "a", "method": "POST", "url": "/v1/completions",
+            "body": {"model": "demo", "prompt": "hi"}}
+    path.write_text("\n".join([
+        json.dumps(good),
+        "{not json",
+        json.dumps(good | {"custom_id": "b", "body": {"model": "other", "prompt": "x"}}),
+        json.dumps(good | {"custom_id": "c", "body": {"model": "demo", "prompt": "x",
+                                                      "logprobs": True}}),
+        json.dumps(good | {"custom_id": "d", "body": {"model": "demo", "prompt": "x",
+                                                      "max_tokens": 9}}),
+        json.dumps(good),
+    ]) + "\n")
+    batch = env.client.batches.create(input_file_id=upload(env, path),
+                                      endpoint="/v1/completions", completion_window="24h")
+    assert batch.status == "failed" and batch.failed_at
+    found = {(e.line, e.code) for e in batch.errors.data}
+    assert found == {(2, "invalid_json"), (3, "mismatched_model"),
+                     (4, "unsupported_parameter"), (5, "mixed_parameters"),
+                     (6, "duplicate_custom_id")}
+    assert env.client.batches.retrieve(batch.id).errors.data[0].line == 2
+
+
+def test_a_model_no_worker_serves_fails_the_batch_with_model_not_found(env):
+    path = write_batch(env.tmp / "nomodel.jsonl", [{"model": "nobody-serves", "prompt": "x"}])
+    batch = env.client.batches.create(input_file_id=upload(env, path),
+                                      endpoint="/v1/completions", completion_window="24h")
+    assert batch.status == "failed"
+    assert [e.code for e in batch.errors.data] == ["model_not_found"]
+
+
+def test_a_server_killed_mid_batch_restarts_and_the_batch_completes_readable(env):
+    path = write_batch(env.tmp / "restart.jsonl",
+                       [{"model": "demo", "prompt": f"@@slow:0.2@@ {i}"} for i in range(16)])
+    created = env.client.batches.create(input_file_id=upload(env, path),
+                                        endpoint="/v1/completions", completion_window="24h")
+    wait_batch(env, created.id, until=("in_progress",))
+    env.server.kill()
+    with pytest.raises(openai.APIConnectionError):
+        env.client.batches.retrieve(created.id)
+    env.server.start()
+    batch = wait_batch(env, created.id)
+    assert batch.status == "completed" and batch.request_counts.completed == 16
+    assert len(lines(env, batch.output_file_id)) == 16
+    env.server.kill()
+    env.server.start()
+    again = env.client.batches.retrieve(created.id)
+    assert again.output_file_id == batch.output_file_id
+    assert len(lines(env, again.output_file_id)) == 16
+
+
+def test_rows_not_done_within_the_completion_window_end_as_batch_expired(env):
+    path = write_batch(env.tmp / "expire.jsonl",
+                       [{"model": "demo", "prompt": f"@@slow:0.5@@ {i}"} for i in range(12)])
+    created = env.client.batches.create(input_file_id=upload(env, path),
+                                        endpoint="/v1/completions", completion_window="1s")
+    batch = wait_batch(env, created.id)
+    assert batch.status == "expired" and batch.expired_at
+    assert batch.expires_at == batch.created_at + 1
+    errors = lines(env, batch.error_file_id)
+    assert errors and {e["error"]["code"] for e in errors} == {"batch_expired"}
+    done = lines(env, batch.output_file_id) if batch.output_file_id else []
+    assert len(done) + len(errors) == 12 and len(done) == batch.request_counts.completed
+
+
+def test_files_list_retrieve_delete_and_path_like_ids(env):
+    path = write_batch(env.tmp / "f.jsonl", [{"model": "demo", "prompt": "x"}])
+    file_id = upload(env, path)
+    assert file_id in [f.id for f in env.client.files.list(purpose="batch")]
+    assert env.client.files.content(file_id).text == path.read_text()
+    for bad in ("..%2F..%2Fetc%2Fpasswd", "file-..", "file-a.b", "batch_x"):
+        with pytest.raises(openai.NotFoundError):
+            env.client.files.retrieve(bad)
+    with pytest.raises(openai.NotFoundError):
+        env.client.batches.retrieve("batch_../../x")
+    assert env.client.files.delete(file_id).deleted
+    with pytest.raises(openai.NotFoundError):
+        env.client.files.retrieve(file_id)
+
+
+def test_uploads_past_the_byte_or_line_limit_are_refused_and_nothing_is_kept(env):
+    before = set(os.listdir(env.results / "files"))
+    big = env.tmp / "big.jsonl"
+    big.write_bytes(b'{"x": 1}\n' * (LIMIT_BYTES // 9 + 10))
+    with pytest.raises(openai.APIStatusError) as raised:
+        upload(env, big)
+    assert raised.value.status_code == 413
+    assert raised.value.body["code"] in ("file_too_large", "too_many_lines")
+    many = env.tmp / "many.jsonl"
+    many.write_bytes(b"{}\n" * (LIMIT_LINES + 1))
+    with pytest.raises(openai.APIStatusError) as raised:
+        upload(env, many)
+    assert (raised.value.status_code, raised.value.body["code"]) == (413, "too_many_lines")
+    assert set(os.listdir(env.results / "files")) == before
+
+
+def test_serving_a_non_loopback_host_without_keys_is_refused_at_start(tmp_path):
+    out = subprocess.run([INFERQ, "--broker-url", "redis://127.0.0.1:1/0", "--results",
+                          str(tmp_path), "serve", "--host", "0.0.0.0"],
+                         capture_output=True, text=True, env=CLEAN_ENV, timeout=30)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [
+        "inferq: refusing to serve on 0.0.0.0 without API keys: set INFERQ_API_KEYS "
+        "(comma-separated), or serve on 127.0.0.1"]

@@ -1,0 +1,276 @@
+"""Batches: each one an inferq job, ``batch_<job id>``, read back from Redis and disk.
+
+Creating a batch reads its input file as one (`validate.plan`), then submits it
+through `worker.client.Client.submit`, the path ``inferq submit`` takes. What the
+Batch object needs beyond the job's status lives in the job's spec metadata under
+``inferq.*`` keys (endpoint, input file, window, validation errors), so any server
+can answer for any batch. Once the job has ended, its output and error files are
+exported from its Parquet parts by `worker.cli.export` (the code behind
+``inferq results --openai``) as ``file-<job id>-output`` / ``-errors``, once.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel
+
+from inference import GenerateOptions
+from jobs import JobNotFound, JobSpec, JobState, JobStatus
+from jobs.errors import JobError
+from jobs.spec import JOB_ID, NAME, new_job_id
+from worker.cli.export import ENDPOINT_KEY, export_results, is_chat
+from worker.client import Client, NoWorkerForJob
+from worker.server.auth import check_key
+from worker.server.errors import bad_request, not_found
+from worker.server.files import FileStore
+from worker.server.validate import CONTENT, plan
+
+PREFIX = "batch_"
+INPUT_KEY, WINDOW_KEY, ERRORS_KEY = "inferq.input_file_id", "inferq.completion_window", \
+    "inferq.errors"
+#: A completion window: OpenAI's ``24h``, or any count of s, m or h (an inferq extension).
+WINDOW = re.compile(r"^([1-9][0-9]{0,6})([smh])\Z")
+_UNIT = {"s": 1, "m": 60, "h": 3600}
+#: inferq states as OpenAI batch statuses (the queue is inferq's own step).
+STATUS = {JobState.QUEUED: "in_progress"}
+
+
+def batch_id(job_id: str) -> str:
+    return PREFIX + job_id
+
+
+def job_id_of(ident: str) -> str:
+    """The job behind a batch id; 404 for anything that is not one."""
+    job_id = ident.removeprefix(PREFIX)
+    if not ident.startswith(PREFIX) or not JOB_ID.match(job_id):
+        raise not_found("batch", ident)
+    return job_id
+
+
+def window_seconds(window: str) -> int:
+    match = WINDOW.match(window)
+    if not match:
+        raise bad_request(f"completion_window {window!r}: use '24h' (or a count of s, m or "
+                          "h, such as '30m')", param="completion_window")
+    return int(match.group(1)) * _UNIT[match.group(2)]
+
+
+class Batches:
+    """Batch objects over a client's Redis and results root, and the files beside them."""
+
+    def __init__(self, client: Client, files: FileStore, chunk_size: int) -> None:
+        self.client, self.files, self.chunk_size = client, files, chunk_size
+
+    def create(self, input_file_id: str, endpoint: str, window: str,
+               metadata: dict[str, str]) -> dict[str, Any]:
+        seconds = window_seconds(window)
+        if endpoint not in CONTENT:
+            raise bad_request(f"endpoint {endpoint!r} is not supported; inferq runs "
+                              f"{' and '.join(CONTENT)}", param="endpoint")
+        _check_metadata(metadata)
+        source = self.files.get(input_file_id)
+        if source["purpose"] != "batch":
+            raise bad_request(f"file {input_file_id!r} has purpose {source['purpose']!r}, "
+                              "not 'batch'", param="input_file_id")
+        path = self.files.content_path(input_file_id)
+        found = plan(path, endpoint)
+        created = time.time()
+        meta = metadata | {ENDPOINT_KEY: endpoint, INPUT_KEY: input_file_id,
+                           WINDOW_KEY: window}
+        model = found.model if NAME.match(found.model or "") and ".." not in found.model \
+            else "unknown"
+        if found.model and model == "unknown":
+            found.error(None, "invalid_model", f"model {found.model!r} is not a model id",
+                        "body.model")
+        options = found.generate_options() if not found.errors else None
+        spec = JobSpec(op=found.op if options else "generate", model=model,
+                       options=options or GenerateOptions(),
+                       chunk_size=self.chunk_size, deadline=created + seconds,
+                       metadata=meta, job_id=new_job_id(), input_name=source["filename"],
+                       created_at=created)
+        if not found.errors:
+            try:
+                self.client.submit(spec, str(path), fmt="jsonl")
+            except NoWorkerForJob:
+                found.error(None, "model_not_found", f"no live worker serves model "
+                            f"{model!r}; served: {', '.join(self.models()) or 'none'}",
+                            "body.model")
+            except JobError:  # the job exists, failed, with the reason
+                return self.get(batch_id(spec.job_id))
+        if found.errors:
+            if found.more_errors:
+                found.error(None, "too_many_errors", f"{found.more_errors} more errors")
+            self._reject(spec, found.errors)
+        return self.get(batch_id(spec.job_id))
+
+    def _reject(self, spec: JobSpec, errors: list[dict[str, Any]]) -> None:
+        """Record a batch that failed validation: a failed job with its errors."""
+        from dataclasses import replace
+
+        spec = replace(spec, metadata=spec.metadata | {ERRORS_KEY: json.dumps(errors)})
+        store = self.client.store
+        store.create_job(spec, total=0, chunks=0)
+        store.set_state(spec.job_id, JobState.FAILED,
+                        error=f"input file failed validation: {errors[0]['message']}")
+
+    def models(self) -> list[str]:
+        return sorted({m for w in self.client.workers() for m in w.get("models", {})})
+
+    def get(self, ident: str) -> dict[str, Any]:
+        job_id = job_id_of(ident)
+        try:
+            status = self.client.store.status(job_id)
+            spec = self.client.store.get_spec(job_id)
+        except JobNotFound:
+            raise not_found("batch", ident) from None
+        if ENDPOINT_KEY not in spec.metadata:
+            raise not_found("batch", ident)  # a job, not submitted as a batch
+        return self._object(spec, status)
+
+    def list(self, after: str | None, limit: int) -> dict[str, Any]:
+        found: list[tuple[JobSpec, JobStatus]] = []
+        for status in self.client.store.list_jobs(100_000):
+            try:
+                spec = self.client.store.get_spec(status.job_id)
+            except JobNotFound:
+                continue
+            if ENDPOINT_KEY in spec.metadata:
+                found.append((spec, status))
+        ids = [batch_id(spec.job_id) for spec, _ in found]
+        start = ids.index(after) + 1 if after in ids else (len(ids) if after else 0)
+        page = found[start:start + limit]
+        data = [self._object(spec, status) for spec, status in page]
+        return {"object": "list", "data": data, "has_more": start + limit < len(found),
+                "first_id": data[0]["id"] if data else None,
+                "last_id": data[-1]["id"] if data else None}
+
+    def cancel(self, ident: str) -> dict[str, Any]:
+        self.get(ident)  # 404 for a stranger
+        self.client.cancel(job_id_of(ident))
+        return self.get(ident)
+
+    def _object(self, spec: JobSpec, status: JobStatus) -> dict[str, Any]:
+        stamps = status.timestamps
+        meta = spec.metadata
+        state = JobState(status.state)
+
+        def at(name: str) -> int | None:
+            value = stamps.get(f"{name}_at")
+            return int(value) if value else None
+
+        output = errors = None
+        if state in (JobState.COMPLETED, JobState.EXPIRED, JobState.CANCELLED,
+                     JobState.FAILED) and status.done_rows:
+            output, errors = self._outputs(spec, status)
+        prompt = sum(int(m.get("prompt_tokens", 0)) for m in status.metrics.values())
+        generated = sum(int(m.get("generated_tokens", 0)) for m in status.metrics.values())
+        rejected = json.loads(meta.get(ERRORS_KEY, "null"))
+        if rejected is None and state == JobState.FAILED and not status.total and status.error:
+            rejected = [_error_of(status.error, self.files.dir)]
+        window = meta.get(WINDOW_KEY, "24h")
+        return {
+            "id": batch_id(spec.job_id), "object": "batch", "endpoint": meta[ENDPOINT_KEY],
+            "model": spec.model, "input_file_id": meta.get(INPUT_KEY, ""),
+            "completion_window": window, "status": STATUS.get(state, str(state)),
+            "output_file_id": output, "error_file_id": errors,
+            "errors": {"object": "list", "data": rejected} if rejected else None,
+            "created_at": int(spec.created_at),
+            "in_progress_at": at("in_progress") or at("queued"),
+            "expires_at": int(spec.created_at) + window_seconds(window),
+            "finalizing_at": at("finalizing"), "completed_at": at("completed"),
+            "failed_at": at("failed"), "expired_at": at("expired"),
+            "cancelling_at": at("cancelling"), "cancelled_at": at("cancelled"),
+            "request_counts": {"total": status.total, "completed": status.completed,
+                               "failed": status.failed},
+            "usage": {"input_tokens": prompt, "output_tokens": generated,
+                      "total_tokens": prompt + generated,
+                      "input_tokens_details": {"cached_tokens": 0},
+                      "output_tokens_details": {"reasoning_tokens": 0}},
+            "metadata": {k: v for k, v in meta.items() if not k.startswith("inferq.")},
+        }
+
+    def _outputs(self, spec: JobSpec, status: JobStatus) -> tuple[str | None, str | None]:
+        """The ended job's output and error file ids, exported on first asking."""
+        job_id = spec.job_id
+        wanted = {"output": status.completed, "errors": status.failed}
+        ids = {kind: f"file-{job_id}-{kind}" for kind, rows in wanted.items() if rows}
+        missing = [kind for kind, file_id in ids.items() if not self.files.exists(file_id)]
+        if missing:
+            self.client.collect(job_id)
+            table = self.client.sink.read_results(job_id)
+            for kind in missing:
+                tmp = self.files.temporary()
+                export_results(table, str(tmp), openai=True, errors=kind == "errors",
+                               chat=is_chat(spec.metadata))
+                self.files.publish(ids[kind], tmp, filename=f"batch_{job_id}_{kind}.jsonl",
+                                   purpose="batch_output")
+        return ids.get("output"), ids.get("errors")
+
+
+def _check_metadata(metadata: dict[str, str]) -> None:
+    if len(metadata) > 16:
+        raise bad_request("metadata holds at most 16 pairs", param="metadata")
+    for key, value in metadata.items():
+        if not isinstance(value, str) or len(key) > 64 or len(value) > 512:
+            raise bad_request(f"metadata {key!r}: keys up to 64 characters, values strings "
+                              "up to 512", param="metadata")
+        if key.startswith("inferq."):
+            raise bad_request(f"metadata {key!r}: keys starting 'inferq.' are reserved",
+                              param="metadata")
+
+
+_LINE = re.compile(r"line (\d+)")
+
+
+def _error_of(message: str, files_dir: Any) -> dict[str, Any]:
+    """A job's failure reason as a batch error: its line, if it names one; no paths."""
+    text = message.replace(f"{files_dir}/", "")
+    line = _LINE.search(text)
+    return {"code": "invalid_input", "line": int(line.group(1)) if line else None,
+            "message": text, "param": None}
+
+
+router = APIRouter(dependencies=[Depends(check_key)])
+
+
+def _batches(request: Request) -> Batches:
+    batches: Batches = request.app.state.batches
+    return batches
+
+
+class BatchCreate(BaseModel):
+    """The body of ``POST /v1/batches``."""
+
+    input_file_id: str
+    endpoint: str
+    completion_window: str = "24h"
+    metadata: dict[str, str] | None = None
+
+
+@router.post("/v1/batches")
+def create_batch(request: Request, body: BatchCreate) -> dict[str, Any]:
+    return _batches(request).create(body.input_file_id, body.endpoint, body.completion_window,
+                                    body.metadata or {})
+
+
+@router.get("/v1/batches")
+def list_batches(request: Request, after: str | None = None, limit: int = 20
+                 ) -> dict[str, Any]:
+    if not 1 <= limit <= 100:
+        raise bad_request("limit must be 1 to 100", param="limit")
+    return _batches(request).list(after, limit)
+
+
+@router.get("/v1/batches/{ident}")
+def retrieve_batch(request: Request, ident: str) -> dict[str, Any]:
+    return _batches(request).get(ident)
+
+
+@router.post("/v1/batches/{ident}/cancel")
+def cancel_batch(request: Request, ident: str) -> dict[str, Any]:
+    return _batches(request).cancel(ident)
