@@ -3,7 +3,7 @@
 An evaluation run is an ordinary job whose spec carries ``evaluation``; its rows
 hold the dataset's expected answers. At finalize the rows are scored, the score
 and the job's throughput become rows of the evaluations dataset
-(``evaluations/suite=<name>/<job id>.parquet``: one ``run`` row, plus one
+(``evaluations/suite=<name>/<job id>.parquet`` through the sink: one ``run`` row, plus one
 ``label`` row per label for the label scorer), and the store records the latest
 score and a bounded history per suite and model. Thresholds (a minimum score, a
 maximum drop from the previous run) mark a breached run.
@@ -18,43 +18,14 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
+from jobs.schema import EVALUATIONS_SCHEMA
 from jobs.scorers import Score, make_scorer
-from jobs.sinks import ParquetSink
+from jobs.sinks import EvaluationSink, encode_table
 from jobs.spec import JobSpec
 
 if TYPE_CHECKING:
     from jobs.lifecycle import JobStatus
     from jobs.store import JobStore
-
-EVALUATIONS_SCHEMA = pa.schema([
-    ("suite", pa.string()),
-    ("job_id", pa.string()),
-    ("kind", pa.string()),              # run | label
-    ("model", pa.string()),
-    ("backend", pa.string()),            # the backend(s) that ran it, comma-separated
-    ("target", pa.string()),             # model, or model@backend when pinned
-    ("scorer", pa.string()),
-    ("score", pa.float64()),             # run: the headline score; label: F1
-    ("accuracy", pa.float64()),
-    ("macro_f1", pa.float64()),
-    ("n", pa.int64()),
-    ("correct", pa.int64()),
-    ("errors", pa.int64()),
-    ("label", pa.string()),              # label rows
-    ("precision", pa.float64()),
-    ("recall", pa.float64()),
-    ("support", pa.int64()),
-    ("rows_per_sec", pa.float64()),
-    ("prefill_tokens_per_sec", pa.float64()),
-    ("decode_tokens_per_sec", pa.float64()),
-    ("seconds_per_row", pa.float64()),   # model time per row: latency
-    ("breached", pa.bool_()),
-    ("breach", pa.string()),
-    ("confusion", pa.string()),          # run rows: expected -> predicted -> count, JSON
-    ("slot", pa.timestamp("s", tz="UTC")),  # the schedule slot, null when run by hand
-    ("finished_at", pa.timestamp("ms", tz="UTC")),
-], metadata={"inferq.schema": "evaluations", "inferq.schema_version": "1"})
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class EvalRun:
@@ -88,7 +59,7 @@ class EvalRun:
                 "breach": "; ".join(self.breaches)}
 
 
-def record_evaluation(store: JobStore, sink: ParquetSink, spec: JobSpec) -> None:
+def record_evaluation(store: JobStore, sink: EvaluationSink, spec: JobSpec) -> None:
     """Score an evaluation run; write its rows, its Redis record and any alert."""
     run = score_job(spec, store.status(spec.job_id), sink)
     previous = store.evaluations.latest(run.suite).get(run.target)
@@ -106,7 +77,7 @@ def target_of(spec: JobSpec) -> str:
     return f"{spec.model}@{spec.backend}" if spec.backend else spec.model
 
 
-def score_job(spec: JobSpec, status: JobStatus, sink: ParquetSink) -> EvalRun:
+def score_job(spec: JobSpec, status: JobStatus, sink: EvaluationSink) -> EvalRun:
     """Score a finished evaluation job from its result parts."""
     evaluation = spec.evaluation or {}
     scorer = make_scorer(evaluation["scorer"], evaluation.get("scorer_options") or {})
@@ -177,27 +148,11 @@ def _rate(totals: dict[str, float], tokens: str, seconds: str) -> float:
     return totals.get(tokens, 0.0) / totals[seconds] if totals.get(seconds) else 0.0
 
 
-def write_evaluation(sink: ParquetSink, suite: str, job_id: str, table: pa.Table) -> None:
+def write_evaluation(sink: EvaluationSink, suite: str, job_id: str, table: pa.Table) -> None:
     """Publish a run's rows at ``evaluations/suite=<suite>/<job id>.parquet``."""
-    from jobs.sinks import encode_table
-
-    directory = f"{sink.root}/evaluations/suite={suite}"
-    sink.fs.create_dir(directory, recursive=True)
-    with sink.fs.open_output_stream(f"{directory}/.{job_id}.tmp") as out:
-        out.write(encode_table(table))
-    sink.fs.move(f"{directory}/.{job_id}.tmp", f"{directory}/{job_id}.parquet")
+    sink.put_evaluation(suite, job_id, encode_table(table))
 
 
-def read_evaluations(sink: ParquetSink, suite: str | None = None) -> pa.Table:
+def read_evaluations(sink: EvaluationSink, suite: str | None = None) -> pa.Table:
     """Every evaluation row of a suite (or of all suites), oldest first."""
-    import pyarrow.dataset as ds
-
-    path = f"{sink.root}/evaluations" + (f"/suite={suite}" if suite else "")
-    try:
-        dataset = ds.dataset(path, filesystem=sink.fs, format="parquet",
-                             schema=EVALUATIONS_SCHEMA, exclude_invalid_files=True,
-                             ignore_prefixes=[".", "_"])
-        table = dataset.to_table()
-    except FileNotFoundError:
-        return EVALUATIONS_SCHEMA.empty_table()
-    return table.sort_by("finished_at")
+    return sink.read_evaluations(suite).sort_by("finished_at")

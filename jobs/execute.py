@@ -12,7 +12,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 import pyarrow as pa
 
@@ -26,7 +25,7 @@ from inference import (
 from inference.model import ChatRenderer
 from jobs.lifecycle import ChunkSummary
 from jobs.rows import InputRow
-from jobs.schema import METRICS_SCHEMA, RESULTS_SCHEMA
+from jobs.schema import MetricRow, ResultRow, metrics_table, results_table
 from jobs.spec import JobSpec
 
 DEFAULT_BATCH = 64
@@ -60,7 +59,7 @@ def run_chunk(model: TextModel, spec: JobSpec, rows: Sequence[InputRow], ctx: Ch
     """Run ``rows`` through ``model`` as ``spec`` says."""
     started = datetime.now(UTC)
     clock = time.perf_counter()
-    out: list[dict[str, Any]] = []
+    out: list[ResultRow] = []
     totals = _Totals()
     for first in range(0, len(rows), batch_size):
         if first and should_stop():
@@ -70,46 +69,57 @@ def run_chunk(model: TextModel, spec: JobSpec, rows: Sequence[InputRow], ctx: Ch
     return chunk_output(spec, ctx, out, totals.metrics(time.perf_counter() - clock), started)
 
 
-def chunk_output(spec: JobSpec, ctx: ChunkContext, out: list[dict[str, Any]],
+def chunk_output(spec: JobSpec, ctx: ChunkContext, out: list[ResultRow],
                  m: GenerateMetrics, started: datetime) -> ChunkOutput:
     """The chunk's result and metrics tables and its summary, from its result rows."""
     now = datetime.now(UTC)
     for row in out:
-        row["completed_at"] = now
-    results = pa.Table.from_pylist(out, schema=RESULTS_SCHEMA)
-    errors = sum(r.get("error_code") is not None for r in out)
-    metrics = pa.Table.from_pylist([{
-        "job_id": ctx.job_id, "chunk": ctx.chunk, "model": spec.model, "backend": ctx.backend,
-        "worker": ctx.worker, "host": socket.gethostname(), "device": ctx.device,
-        "rows": len(out), "errors": errors, "prompt_tokens": m.prompt_tokens,
-        "generated_tokens": m.generated_tokens, "prefill_seconds": m.prefill_seconds,
-        "decode_seconds": m.decode_seconds, "total_seconds": m.total_seconds,
-        "prefill_tokens_per_sec": m.prefill_tokens_per_sec,
-        "decode_tokens_per_sec": m.decode_tokens_per_sec,
-        "peak_memory_bytes": m.peak_memory_bytes, "active_memory_bytes": m.active_memory_bytes,
-        "started_at": started, "finished_at": now}], schema=METRICS_SCHEMA)
+        row.completed_at = now
+    errors = sum(r.error_code is not None for r in out)
+    metrics = MetricRow(
+        job_id=ctx.job_id, chunk=ctx.chunk, model=spec.model, backend=ctx.backend,
+        worker=ctx.worker, host=socket.gethostname(), device=ctx.device,
+        rows=len(out), errors=errors, prompt_tokens=m.prompt_tokens,
+        generated_tokens=m.generated_tokens, prefill_seconds=m.prefill_seconds,
+        decode_seconds=m.decode_seconds, total_seconds=m.total_seconds,
+        prefill_tokens_per_sec=m.prefill_tokens_per_sec,
+        decode_tokens_per_sec=m.decode_tokens_per_sec,
+        peak_memory_bytes=m.peak_memory_bytes, active_memory_bytes=m.active_memory_bytes,
+        started_at=started, finished_at=now)
     summary = ChunkSummary(rows=len(out), errors=errors, worker=ctx.worker, backend=ctx.backend,
                            prompt_tokens=m.prompt_tokens, generated_tokens=m.generated_tokens,
                            prefill_seconds=m.prefill_seconds, decode_seconds=m.decode_seconds,
                            total_seconds=m.total_seconds)
-    return ChunkOutput(results=results, metrics=metrics, summary=summary)
+    return ChunkOutput(results=results_table(out), metrics=metrics_table([metrics]),
+                       summary=summary)
+
+
+def error_result_rows(spec: JobSpec, rows: Sequence[InputRow], ctx: ChunkContext, code: str,
+                      message: str) -> list[ResultRow]:
+    """Every row of a chunk that could not run at all (failed, expired), as error rows."""
+    out = []
+    for row in rows:
+        result = _base(spec, row, ctx)
+        result.error_code, result.error_message = code, message
+        result.finish_reason = "error" if spec.op == "generate" else None
+        out.append(result)
+    return out
 
 
 def error_rows(spec: JobSpec, rows: Sequence[InputRow], ctx: ChunkContext, code: str,
                message: str) -> pa.Table:
-    """Every row of a chunk that could not run at all (failed, expired), as error rows."""
+    """`error_result_rows` as a results table, completed now."""
     now = datetime.now(UTC)
-    return pa.Table.from_pylist(
-        [_base(spec, row, ctx) | {"error_code": code, "error_message": message,
-                                  "finish_reason": "error" if spec.op == "generate" else None,
-                                  "completed_at": now}
-         for row in rows], schema=RESULTS_SCHEMA)
+    out = error_result_rows(spec, rows, ctx, code, message)
+    for row in out:
+        row.completed_at = now
+    return results_table(out)
 
 
-def _base(spec: JobSpec, row: InputRow, ctx: ChunkContext) -> dict[str, Any]:
-    return {"job_id": ctx.job_id, "row_index": row.index, "custom_id": row.custom_id,
-            "chunk": ctx.chunk, "op": spec.op, "model": spec.model, "backend": ctx.backend,
-            "worker": ctx.worker, "expected": row.expected}
+def _base(spec: JobSpec, row: InputRow, ctx: ChunkContext) -> ResultRow:
+    return ResultRow(job_id=ctx.job_id, row_index=row.index, custom_id=row.custom_id,
+                     chunk=ctx.chunk, op=spec.op, model=spec.model, backend=ctx.backend,
+                     worker=ctx.worker, expected=row.expected)
 
 
 def _prompt_text(model: TextModel, row: InputRow) -> str | None:
@@ -121,22 +131,22 @@ def _prompt_text(model: TextModel, row: InputRow) -> str | None:
 
 
 def _run_batch(model: TextModel, spec: JobSpec, batch: Sequence[InputRow], ctx: ChunkContext,
-               totals: _Totals) -> list[dict[str, Any]]:
+               totals: _Totals) -> list[ResultRow]:
     out = [_base(spec, row, ctx) for row in batch]
     runnable: list[int] = []
     prompts: list[str] = []
     for k, row in enumerate(batch):
         if not row.ok:
-            out[k] |= {"error_code": row.error_code, "error_message": row.error_message}
+            out[k].error_code, out[k].error_message = row.error_code, row.error_message
             continue
         try:
             text = _prompt_text(model, row)
         except InferenceError as exc:
-            out[k] |= {"error_code": "template_error", "error_message": str(exc)}
+            out[k].error_code, out[k].error_message = "template_error", str(exc)
             continue
         if text is None:
-            out[k] |= {"error_code": "unsupported",
-                       "error_message": "this backend cannot render chat messages"}
+            out[k].error_code = "unsupported"
+            out[k].error_message = "this backend cannot render chat messages"
             continue
         runnable.append(k)
         prompts.append(text)
@@ -144,36 +154,37 @@ def _run_batch(model: TextModel, spec: JobSpec, batch: Sequence[InputRow], ctx: 
         if spec.op == "classify":
             classified = model.classify(prompts, spec.options)
             for k, c in zip(runnable, classified, strict=True):
-                out[k] |= _classified(c)
+                _set_classified(out[k], c)
         else:
             generated = model.batch_generate(prompts, spec.options)
             for k, g in zip(runnable, generated, strict=True):
-                out[k] |= _generated(g)
+                _set_generated(out[k], g)
         totals.add(model.metrics())
     for result_row in out:
-        if spec.op == "generate" and result_row.get("error_code") \
-                and not result_row.get("finish_reason"):
-            result_row["finish_reason"] = "error"
+        if spec.op == "generate" and result_row.error_code and not result_row.finish_reason:
+            result_row.finish_reason = "error"
     return out
 
 
-def _classified(result: ClassifyResult) -> dict[str, Any]:
+def _set_classified(row: ResultRow, result: ClassifyResult) -> None:
     if result.error is not None:
-        return {"error_code": result.error.code, "error_message": str(result.error),
-                "prompt_tokens": result.prompt_tokens}
+        row.error_code, row.error_message = result.error.code, str(result.error)
+        row.prompt_tokens = result.prompt_tokens
+        return
     probs = [{"label": k, "prob": v} for k, v in (result.label_probs or {}).items()]
-    return {"label": result.label, "label_probs": probs or None,
-            "token_id": result.token.id if result.token else None,
-            "text": result.token.text if result.token else None,
-            "prompt_tokens": result.prompt_tokens, "generated_tokens": 0}
+    row.label, row.label_probs = result.label, probs or None
+    row.token_id = result.token.id if result.token else None
+    row.text = result.token.text if result.token else None
+    row.prompt_tokens, row.generated_tokens = result.prompt_tokens, 0
 
 
-def _generated(result: BatchResult) -> dict[str, Any]:
+def _set_generated(row: ResultRow, result: BatchResult) -> None:
     if result.error is not None:
-        return {"error_code": result.error.code, "error_message": str(result.error),
-                "finish_reason": "error"}
-    return {"text": result.text, "generated_tokens": len(result.tokens),
-            "prompt_tokens": result.prompt_tokens, "finish_reason": result.finish_reason}
+        row.error_code, row.error_message = result.error.code, str(result.error)
+        row.finish_reason = "error"
+        return
+    row.text, row.generated_tokens = result.text, len(result.tokens)
+    row.prompt_tokens, row.finish_reason = result.prompt_tokens, result.finish_reason
 
 
 class _Totals:

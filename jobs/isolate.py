@@ -16,9 +16,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from inference import GenerateMetrics, TextModel
-from jobs.execute import ChunkContext, ChunkOutput, chunk_output, error_rows, run_chunk
+from jobs.execute import ChunkContext, ChunkOutput, chunk_output, error_result_rows, run_chunk
 from jobs.failures import isolation_budget
 from jobs.rows import InputRow
+from jobs.schema import SUMMARY_METRICS, ResultRow
 from jobs.spec import JobSpec
 from jobs.store import JobStore
 
@@ -55,10 +56,9 @@ def run_isolating(model: TextModel, spec: JobSpec, rows: Sequence[InputRow],
     crashed = [rows[i] for i in state["crashed"]]
     message = ("the engine crashed on this row; it was isolated from the rest of its chunk "
                "and recorded as an error")
-    out = state["rows"] + [{k: v for k, v in row.items() if k != "completed_at"}
-                           for row in error_rows(spec, crashed, ctx, CRASH_CODE,
-                                                 message).to_pylist()]
-    out.sort(key=lambda r: r["row_index"])
+    out = [ResultRow.from_dict(row) for row in state["rows"]]
+    out += error_result_rows(spec, crashed, ctx, CRASH_CODE, message)
+    out.sort(key=lambda r: r.row_index)
     m = state["metrics"]
     totals = GenerateMetrics(prompt_tokens=int(m.get("prompt_tokens", 0)),
                              generated_tokens=int(m.get("generated_tokens", 0)),
@@ -70,6 +70,5 @@ def run_isolating(model: TextModel, spec: JobSpec, rows: Sequence[InputRow],
 
 
 def _add_metrics(into: dict[str, Any], summary: dict[str, Any]) -> None:
-    for key in ("prompt_tokens", "generated_tokens", "prefill_seconds", "decode_seconds",
-                "total_seconds"):
+    for key in SUMMARY_METRICS:
         into[key] = into.get(key, 0) + summary[key]

@@ -8,6 +8,8 @@
     inferq:job:<id>:attempts                 hash   chunk -> deliveries started
     inferq:job:<id>:input:<chunk>            string the chunk's input rows (zlib JSON)
     inferq:job:<id>:part:<kind>:<chunk>      string a Parquet part in flight (Redis-only results)
+    inferq:job:<id>:doc:<name>               string a job document in flight (spec.json,
+                                                    manifest.json; Redis-only results)
     inferq:job:<id>:metrics                  hash   "<backend>|<field>" -> running totals
     inferq:job:<id>:stream                   stream result rows for live readers (capped)
     inferq:job:<id>:cancel                   string present = cancel requested
@@ -49,6 +51,10 @@ def chunk_input(job_id: str, chunk: int) -> str:
 
 def part(job_id: str, kind: str, chunk: int) -> str:
     return f"{job(job_id)}:part:{kind}:{chunk}"
+
+
+def document(job_id: str, name: str) -> str:
+    return f"{job(job_id)}:doc:{name}"
 
 
 def isolation(job_id: str, chunk: int) -> str:

@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 
 from jobs.evaluate import record_evaluation
 from jobs.schema import SCHEMA_VERSION, SUMMARY_METRICS
-from jobs.sinks import ParquetSink
+from jobs.sinks import EvaluationSink
 
 if TYPE_CHECKING:
     from jobs.sinks import PartSink
@@ -145,15 +145,14 @@ def finalize(store: JobStore, sink: PartSink, job_id: str) -> bool:
     if final != JobState.CANCELLED:
         store.set_state(job_id, JobState.FINALIZING)
     spec = store.get_spec(job_id)
-    if spec.evaluation and final == JobState.COMPLETED and isinstance(sink, ParquetSink):
+    if spec.evaluation and final == JobState.COMPLETED and isinstance(sink, EvaluationSink):
         record_evaluation(store, sink, spec)
     status = store.status(job_id)
     sink.put_document(job_id, "manifest.json", manifest(spec, status, chunks, final))
     reasons = sorted({s.reason for s in chunks.values() if s.reason})
     store.set_state(job_id, final, error="; ".join(reasons)[:1000])
     store.drop_inputs(job_id)
-    if isinstance(sink, ParquetSink):
-        sink.remove_temporaries(job_id)  # left by writers that died before publishing
+    sink.remove_temporaries(job_id)  # left by writers that died before publishing
     return True
 
 

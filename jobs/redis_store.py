@@ -20,7 +20,7 @@ from jobs import keys
 from jobs.errors import JobNotFound
 from jobs.eval_store import EvalStore, RedisEvalStore
 from jobs.lifecycle import ChunkSummary, JobState, JobStatus
-from jobs.rows import InputRow
+from jobs.rows import InputRow, decode_chunk, encode_chunk
 from jobs.schema import METRIC_FIELDS
 from jobs.spec import JobSpec
 
@@ -86,14 +86,14 @@ class RedisJobStore:
         return True
 
     def put_chunk_input(self, job_id: str, chunk: int, rows: Sequence[InputRow]) -> None:
-        payload = zlib.compress(json.dumps([r.to_json() for r in rows]).encode(), 1)
+        payload = zlib.compress(json.dumps(encode_chunk(rows)).encode(), 1)
         self.redis.set(keys.chunk_input(job_id, chunk), payload)
 
     def get_chunk_input(self, job_id: str, chunk: int) -> list[InputRow]:
         payload: Any = self.redis.get(keys.chunk_input(job_id, chunk))
         if payload is None:
             raise JobNotFound(f"{job_id} chunk {chunk} input")
-        return [InputRow.from_json(r) for r in json.loads(zlib.decompress(payload))]
+        return decode_chunk(json.loads(zlib.decompress(payload)))
 
     def set_counts(self, job_id: str, *, total: int, chunks: int) -> None:
         if not self._set_counts(keys=[keys.job(job_id)], args=[total, chunks]):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -15,7 +16,13 @@ ROW_ERROR_CODES = (
     "invalid_type",      # prompt is not a string, messages not a list of role/content
     "invalid_utf8",      # bytes that are not UTF-8
     "prompt_too_large",  # over the per-prompt byte limit
+    "unsupported_payload",  # the chunk's input came in a payload version this worker lacks
 )
+
+#: The version of the chunk-input payload this inferq writes (`encode_chunk`).
+#: 1: a bare list of positional rows (before versioning); 2: the envelope below.
+PAYLOAD_VERSION = 2
+PAYLOAD_VERSIONS = (1, 2)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -59,3 +66,34 @@ def with_expected(row: InputRow, value: object) -> InputRow:
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         return replace(row, expected=None)
     return replace(row, expected=str(value))
+
+
+def encode_chunk(rows: Sequence[InputRow]) -> dict[str, Any]:
+    """A chunk's input rows as a JSON-able payload.
+
+    The envelope ``{"version", "index", "custom_id", "rows"}`` keeps each row's
+    identity outside the versioned body, so a worker that does not know the body's
+    version can still answer every row with an error row.
+    """
+    return {"version": PAYLOAD_VERSION, "index": [r.index for r in rows],
+            "custom_id": [r.custom_id for r in rows], "rows": [r.to_json() for r in rows]}
+
+
+def decode_chunk(payload: object) -> list[InputRow]:
+    """The rows of a chunk payload; a version this worker does not know gives one
+    ``unsupported_payload`` error row per row (or `ValueError` when not even the
+    rows' identities can be read)."""
+    if isinstance(payload, list):  # version 1: written by an inferq before versioning
+        return [InputRow.from_json(r) for r in payload]
+    if not isinstance(payload, dict) or not isinstance(payload.get("index"), list) \
+            or not isinstance(payload.get("custom_id"), list):
+        raise ValueError(f"chunk payload is not an inferq chunk: {str(payload)[:100]!r}")
+    version = payload.get("version")
+    if version in PAYLOAD_VERSIONS:
+        return [InputRow.from_json(r) for r in payload["rows"]]
+    message = (f"chunk payload version {version!r} is unknown to this worker (it reads "
+               f"versions {', '.join(map(str, PAYLOAD_VERSIONS))}); upgrade inferq on "
+               f"this worker, or submit with the inferq version the workers run")
+    return [InputRow(index=index, custom_id=str(custom_id), error_code="unsupported_payload",
+                     error_message=message)
+            for index, custom_id in zip(payload["index"], payload["custom_id"], strict=True)]

@@ -1,10 +1,17 @@
-"""The Parquet schemas of results and metrics: explicit, versioned, stable.
+"""The Parquet schemas of results, metrics and evaluations: explicit, versioned, stable.
 
-Error columns exist from the first part, so every part of a dataset has the same
-schema whether or not its rows failed. Bump `SCHEMA_VERSION` on any change.
+Each schema has its typed row beside it (`ResultRow`, `MetricRow`): code builds
+rows as these dataclasses, never as loose dicts, so a misspelt column is an error
+at once instead of a silent null column (a test holds field names equal to schema
+names). Error columns exist from the first part, so every part of a dataset has
+the same schema whether or not its rows failed. Bump `SCHEMA_VERSION` on any change.
 """
 
 from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from datetime import datetime
+from typing import Any
 
 import pyarrow as pa
 
@@ -40,6 +47,38 @@ RESULTS_SCHEMA = pa.schema([
     ("completed_at", pa.timestamp("ms", tz="UTC")),
 ], metadata={"inferq.schema": "results", "inferq.schema_version": str(SCHEMA_VERSION)})
 
+@dataclass(slots=True, kw_only=True)
+class ResultRow:
+    """One row of `RESULTS_SCHEMA` (column comments there)."""
+
+    job_id: str
+    row_index: int
+    custom_id: str
+    chunk: int
+    op: str
+    model: str
+    backend: str
+    worker: str
+    label: str | None = None
+    label_probs: list[dict[str, Any]] | None = None
+    token_id: int | None = None
+    text: str | None = None
+    prompt_tokens: int | None = None
+    generated_tokens: int | None = None
+    finish_reason: str | None = None
+    expected: str | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    completed_at: datetime | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ResultRow:
+        return cls(**data)
+
+
 METRICS_SCHEMA = pa.schema([
     ("job_id", pa.string()),
     ("chunk", pa.int32()),
@@ -62,3 +101,76 @@ METRICS_SCHEMA = pa.schema([
     ("started_at", pa.timestamp("ms", tz="UTC")),
     ("finished_at", pa.timestamp("ms", tz="UTC")),
 ], metadata={"inferq.schema": "metrics", "inferq.schema_version": str(SCHEMA_VERSION)})
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MetricRow:
+    """The one row of `METRICS_SCHEMA` a chunk writes: its `GenerateMetrics` and where."""
+
+    job_id: str
+    chunk: int
+    model: str
+    backend: str
+    worker: str
+    host: str
+    device: str
+    rows: int
+    errors: int
+    prompt_tokens: int
+    generated_tokens: int
+    prefill_seconds: float
+    decode_seconds: float
+    total_seconds: float
+    prefill_tokens_per_sec: float
+    decode_tokens_per_sec: float
+    peak_memory_bytes: int
+    active_memory_bytes: int
+    started_at: datetime
+    finished_at: datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def results_table(rows: list[ResultRow]) -> pa.Table:
+    """Typed result rows as a table of `RESULTS_SCHEMA`."""
+    return pa.Table.from_pylist([r.to_dict() for r in rows], schema=RESULTS_SCHEMA)
+
+
+def metrics_table(rows: list[MetricRow]) -> pa.Table:
+    """Typed metric rows as a table of `METRICS_SCHEMA`."""
+    return pa.Table.from_pylist([r.to_dict() for r in rows], schema=METRICS_SCHEMA)
+
+
+def field_names(row_type: type) -> list[str]:
+    """A row dataclass's field names, in order (to compare with its schema's)."""
+    return [f.name for f in fields(row_type)]
+
+
+EVALUATIONS_SCHEMA = pa.schema([
+    ("suite", pa.string()),
+    ("job_id", pa.string()),
+    ("kind", pa.string()),              # run | label
+    ("model", pa.string()),
+    ("backend", pa.string()),            # the backend(s) that ran it, comma-separated
+    ("target", pa.string()),             # model, or model@backend when pinned
+    ("scorer", pa.string()),
+    ("score", pa.float64()),             # run: the headline score; label: F1
+    ("accuracy", pa.float64()),
+    ("macro_f1", pa.float64()),
+    ("n", pa.int64()),
+    ("correct", pa.int64()),
+    ("errors", pa.int64()),
+    ("label", pa.string()),              # label rows
+    ("precision", pa.float64()),
+    ("recall", pa.float64()),
+    ("support", pa.int64()),
+    ("rows_per_sec", pa.float64()),
+    ("prefill_tokens_per_sec", pa.float64()),
+    ("decode_tokens_per_sec", pa.float64()),
+    ("seconds_per_row", pa.float64()),   # model time per row: latency
+    ("breached", pa.bool_()),
+    ("breach", pa.string()),
+    ("confusion", pa.string()),          # run rows: expected -> predicted -> count, JSON
+    ("slot", pa.timestamp("s", tz="UTC")),  # the schedule slot, null when run by hand
+    ("finished_at", pa.timestamp("ms", tz="UTC")),
+], metadata={"inferq.schema": "evaluations", "inferq.schema_version": "1"})

@@ -1,11 +1,10 @@
-"""Where result parts go: a Parquet dataset on any pyarrow filesystem, written once.
+"""Where results go: parts, documents and evaluation runs, each written once.
 
-Layout under the results root (hive-partitioned by job, so one glob reads all jobs)::
-
-    results/job=<id>/part-<chunk:06d>.parquet    result rows (RESULTS_SCHEMA)
-    metrics/job=<id>/part-<chunk:06d>.parquet    one row of generation metrics
-    jobs/<id>/spec.json                          the job spec
-    jobs/<id>/manifest.json                      written when the job ends
+`PartSink` is the contract every sink keeps: parts addressed by ``(job id, chunk
+index, kind)``, already encoded; JSON documents per job (``spec.json``,
+``manifest.json``). `EvaluationSink` is the optional capability of a sink that also
+holds the evaluations dataset and can read a job's results back (a results root
+on a filesystem). The paths under a results root are `jobs.layout`'s.
 
 A part is written to a temporary name and published without clobbering: on a
 local disk by ``link()``, which fails if the name exists, so the first writer
@@ -21,17 +20,19 @@ import io
 import json
 import os
 import uuid
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import pyarrow as pa
+import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-KINDS = ("results", "metrics")
+from jobs import keys, layout
+from jobs.layout import KINDS, part_name
+from jobs.schema import EVALUATIONS_SCHEMA, RESULTS_SCHEMA
 
-
-def part_name(chunk: int) -> str:
-    return f"part-{chunk:06d}.parquet"
+__all__ = ["KINDS", "EvaluationSink", "ParquetSink", "PartSink", "RedisPartSink",
+           "encode_table", "part_name"]
 
 
 def encode_table(table: pa.Table) -> bytes:
@@ -44,15 +45,52 @@ def encode_table(table: pa.Table) -> bytes:
 class PartSink(Protocol):
     """Stores each chunk's parts once. Sinks see encoded parts and a (job, chunk) address."""
 
-    def has_part(self, job_id: str, chunk: int, kind: str = "results") -> bool: ...
+    def has_part(self, job_id: str, chunk: int, kind: str = "results") -> bool:
+        """Whether the part of ``kind`` (``results`` or ``metrics``) is published."""
+        ...
 
     def put_part(self, job_id: str, chunk: int, kind: str, data: bytes) -> bool:
         """Publish ``data`` unless the part exists; True if this call published it."""
         ...
 
-    def read_part(self, job_id: str, chunk: int, kind: str = "results") -> bytes: ...
+    def read_part(self, job_id: str, chunk: int, kind: str = "results") -> bytes:
+        """A published part's bytes; `FileNotFoundError` if it was never published."""
+        ...
 
-    def put_document(self, job_id: str, name: str, document: dict[str, Any]) -> None: ...
+    def put_document(self, job_id: str, name: str, document: dict[str, Any]) -> None:
+        """Write a job's JSON document (``spec.json``, ``manifest.json``), replacing it."""
+        ...
+
+    def has_document(self, job_id: str, name: str) -> bool: ...
+
+    def read_document(self, job_id: str, name: str) -> dict[str, Any]:
+        """A document written by `put_document`; `FileNotFoundError` if there is none."""
+        ...
+
+    def remove_temporaries(self, job_id: str) -> int:
+        """Delete what writers that died before publishing left behind; their count."""
+        ...
+
+    def location(self, relative: str = "") -> str:
+        """Where a `jobs.layout` path (or the root) lives, for people to read."""
+        ...
+
+
+@runtime_checkable
+class EvaluationSink(Protocol):
+    """A sink that also keeps the evaluations dataset and reads whole jobs back."""
+
+    def read_results(self, job_id: str) -> pa.Table:
+        """Every result row of a job, in row order."""
+        ...
+
+    def put_evaluation(self, suite: str, job_id: str, data: bytes) -> None:
+        """Publish an evaluation run's encoded rows (replacing a run of the same job)."""
+        ...
+
+    def read_evaluations(self, suite: str | None = None) -> pa.Table:
+        """Every evaluation row of a suite (or of all suites), unsorted."""
+        ...
 
 
 class ParquetSink:
@@ -66,14 +104,16 @@ class ParquetSink:
             self.fs, self.root = pafs.LocalFileSystem(), os.path.abspath(uri)
         self.local = isinstance(self.fs, pafs.LocalFileSystem)
 
+    def location(self, relative: str = "") -> str:
+        """The filesystem path of a `jobs.layout` path (the root itself by default)."""
+        return f"{self.root}/{relative}" if relative else self.root
+
     def path(self, job_id: str, chunk: int, kind: str = "results") -> str:
-        if kind not in KINDS:
-            raise ValueError(f"kind={kind!r}: use one of {KINDS}")
-        return f"{self.root}/{kind}/job={job_id}/{part_name(chunk)}"
+        return self.location(layout.part(kind, job_id, chunk))
 
     def dataset_glob(self, kind: str = "results") -> str:
         """The glob that reads every job's parts of ``kind`` (local roots)."""
-        return f"{self.root}/{kind}/job=*/*.parquet"
+        return self.location(layout.part_glob(kind))
 
     def has_part(self, job_id: str, chunk: int, kind: str = "results") -> bool:
         info = self.fs.get_file_info(self.path(job_id, chunk, kind))
@@ -83,7 +123,7 @@ class ParquetSink:
         final = self.path(job_id, chunk, kind)
         directory = final.rsplit("/", 1)[0]
         self.fs.create_dir(directory, recursive=True)
-        tmp = f"{directory}/.{part_name(chunk)}.{uuid.uuid4().hex}.tmp"
+        tmp = layout.temporary(directory, part_name(chunk), uuid.uuid4().hex)
         self._write(tmp, data)
         if self.local:
             try:
@@ -108,30 +148,48 @@ class ParquetSink:
         """Delete temporary files a writer left when it died before publishing; their count."""
         removed = 0
         for kind in KINDS:
-            selector = pafs.FileSelector(f"{self.root}/{kind}/job={job_id}",
+            selector = pafs.FileSelector(self.location(layout.part_dir(kind, job_id)),
                                          allow_not_found=True)
             for info in self.fs.get_file_info(selector):
-                if info.base_name.startswith(".") and info.base_name.endswith(".tmp"):
+                if layout.is_temporary(info.base_name):
                     self.fs.delete_file(info.path)
                     removed += 1
         return removed
 
     def part_chunks(self, job_id: str, kind: str = "results") -> list[int]:
         """Chunks whose part of ``kind`` is published."""
-        selector = pafs.FileSelector(f"{self.root}/{kind}/job={job_id}", allow_not_found=True)
+        selector = pafs.FileSelector(self.location(layout.part_dir(kind, job_id)),
+                                     allow_not_found=True)
         chunks = []
         for info in self.fs.get_file_info(selector):
-            name = info.base_name
-            if info.type == pafs.FileType.File and name.startswith("part-") \
-                    and name.endswith(".parquet"):
-                chunks.append(int(name[5:11]))
+            chunk = layout.chunk_of(info.base_name)
+            if info.type == pafs.FileType.File and chunk is not None:
+                chunks.append(chunk)
         return sorted(chunks)
 
     def put_document(self, job_id: str, name: str, document: dict[str, Any]) -> None:
-        directory = f"{self.root}/jobs/{job_id}"
+        self._replace(layout.document(job_id, name),
+                      json.dumps(document, indent=2, sort_keys=True).encode())
+
+    def put_evaluation(self, suite: str, job_id: str, data: bytes) -> None:
+        self._replace(layout.evaluation(suite, job_id), data)
+
+    def read_evaluations(self, suite: str | None = None) -> pa.Table:
+        try:
+            dataset = ds.dataset(self.location(layout.evaluations_dir(suite)),
+                                 filesystem=self.fs, format="parquet",
+                                 schema=EVALUATIONS_SCHEMA, exclude_invalid_files=True,
+                                 ignore_prefixes=[".", "_"])
+            return dataset.to_table()
+        except FileNotFoundError:
+            return EVALUATIONS_SCHEMA.empty_table()
+
+    def _replace(self, relative: str, data: bytes) -> None:
+        """Write a whole file at ``relative``, replacing any: temporary name, then move."""
+        directory, name = self.location(relative).rsplit("/", 1)
         self.fs.create_dir(directory, recursive=True)
-        tmp = f"{directory}/.{name}.{uuid.uuid4().hex}.tmp"
-        self._write(tmp, json.dumps(document, indent=2, sort_keys=True).encode())
+        tmp = layout.temporary(directory, name, uuid.uuid4().hex)
+        self._write(tmp, data)
         self.fs.move(tmp, f"{directory}/{name}")
 
     def _write(self, tmp: str, data: bytes) -> None:
@@ -145,18 +203,16 @@ class ParquetSink:
             raise
 
     def has_document(self, job_id: str, name: str) -> bool:
-        info = self.fs.get_file_info(f"{self.root}/jobs/{job_id}/{name}")
+        info = self.fs.get_file_info(self.location(layout.document(job_id, name)))
         return bool(info.type == pafs.FileType.File)
 
     def read_document(self, job_id: str, name: str) -> dict[str, Any]:
-        with self.fs.open_input_stream(f"{self.root}/jobs/{job_id}/{name}") as f:
+        with self.fs.open_input_stream(self.location(layout.document(job_id, name))) as f:
             data: dict[str, Any] = json.loads(f.read())
             return data
 
     def read_results(self, job_id: str) -> pa.Table:
         """Every result row of a job, in row order."""
-        from jobs.schema import RESULTS_SCHEMA
-
         tables = [pq.read_table(pa.BufferReader(self.read_part(job_id, c)))
                   for c in self.part_chunks(job_id)]
         if not tables:
@@ -167,19 +223,16 @@ class ParquetSink:
 class RedisPartSink:
     """Parts kept in Redis, for workers that share only Redis with the submitter.
 
-    ``SET NX`` makes the first writer win; `collect` moves parts to a
-    `ParquetSink` on the submitter's side and deletes them from Redis.
+    ``SET NX`` makes the first writer win; documents are kept beside the parts;
+    `collect` moves both to a `ParquetSink` on the submitter's side and deletes them
+    from Redis.
     """
 
     def __init__(self, client: Any) -> None:
         self.redis = client
 
     def _key(self, job_id: str, chunk: int, kind: str) -> str:
-        from jobs import keys
-
-        if kind not in KINDS:
-            raise ValueError(f"kind={kind!r}: use one of {KINDS}")
-        return keys.part(job_id, kind, chunk)
+        return keys.part(job_id, layout.check_kind(kind), chunk)
 
     def has_part(self, job_id: str, chunk: int, kind: str = "results") -> bool:
         return bool(self.redis.exists(self._key(job_id, chunk, kind)))
@@ -194,12 +247,32 @@ class RedisPartSink:
         return bytes(data)
 
     def put_document(self, job_id: str, name: str, document: dict[str, Any]) -> None:
-        """Documents (spec, manifest) are written by the collector on the disk side."""
+        self.redis.set(keys.document(job_id, name), json.dumps(document, sort_keys=True))
+
+    def has_document(self, job_id: str, name: str) -> bool:
+        return bool(self.redis.exists(keys.document(job_id, name)))
+
+    def read_document(self, job_id: str, name: str) -> dict[str, Any]:
+        data = self.redis.get(keys.document(job_id, name))
+        if data is None:
+            raise FileNotFoundError(f"document {name} of {job_id} is not in Redis")
+        document: dict[str, Any] = json.loads(data)
+        return document
+
+    def remove_temporaries(self, job_id: str) -> int:
+        return 0  # SET NX writes whole values: nothing is ever half-written
+
+    def location(self, relative: str = "") -> str:
+        return f"Redis ({relative or 'results in flight'})"
 
     def collect(self, job_id: str, chunks: int, dest: ParquetSink) -> int:
-        """Move every part present in Redis to ``dest``; returns parts moved."""
-        from jobs import keys
-
+        """Move every part and document present in Redis to ``dest``; returns parts moved."""
+        for name in layout.DOCUMENTS:
+            doc_key = keys.document(job_id, name)
+            document = self.redis.get(doc_key)
+            if document is not None:
+                dest.put_document(job_id, name, json.loads(document))
+                self.redis.delete(doc_key)
         moved = 0
         for chunk in range(chunks):
             for kind in KINDS:

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 from jobs.errors import JobNotFound
 from jobs.eval_store import EvalStore, MemoryEvalStore
 from jobs.lifecycle import STATES, TERMINAL, ChunkSummary, JobState, JobStatus
-from jobs.rows import InputRow
+from jobs.rows import InputRow, decode_chunk, encode_chunk
 from jobs.schema import METRIC_FIELDS
 from jobs.spec import JobSpec
 
@@ -114,14 +114,14 @@ class MemoryJobStore:
 
     def put_chunk_input(self, job_id: str, chunk: int, rows: Sequence[InputRow]) -> None:
         with self._lock:
-            self._job(job_id)["inputs"][chunk] = list(rows)
+            self._job(job_id)["inputs"][chunk] = encode_chunk(rows)  # the wire form
 
     def get_chunk_input(self, job_id: str, chunk: int) -> list[InputRow]:
         with self._lock:
-            inputs: dict[int, list[InputRow]] = self._job(job_id)["inputs"]
+            inputs: dict[int, dict[str, Any]] = self._job(job_id)["inputs"]
             if chunk not in inputs:
                 raise JobNotFound(f"{job_id} chunk {chunk} input")
-            return list(inputs[chunk])
+            return decode_chunk(inputs[chunk])
 
     def set_counts(self, job_id: str, *, total: int, chunks: int) -> None:
         with self._lock:

@@ -14,7 +14,7 @@ from jobs.errors import JobError, JobStateError
 from jobs.lifecycle import JobState, finalize
 from jobs.readers import InputLimits, read_input
 from jobs.rows import InputRow
-from jobs.sinks import ParquetSink, PartSink
+from jobs.sinks import PartSink
 from jobs.spec import JobSpec
 from jobs.store import JobStatus, JobStore
 
@@ -26,11 +26,11 @@ def submit_job(spec: JobSpec, input_path: str, store: JobStore, sink: PartSink,
                enqueue: Enqueue, *, fmt: str | None = None,
                limits: InputLimits | None = None) -> JobStatus:
     """Create the job, store its chunks, enqueue them; returns the queued job's status."""
-    if isinstance(sink, ParquetSink) and sink.has_document(spec.job_id, "spec.json"):
+    if sink.has_document(spec.job_id, "spec.json"):
         # Even one Redis forgot (a restart without persistence): its parts would be taken
         # for the new job's, whatever its input.
         raise JobStateError(f"job {spec.job_id!r} exists already: its spec is under "
-                            f"{sink.uri}; choose another --job-id (`inferq reconcile "
+                            f"{sink.location()}; choose another --job-id (`inferq reconcile "
                             f"{spec.job_id}` finishes it if Redis lost it)")
     if not store.create_job(spec, total=0, chunks=0):
         raise JobStateError(f"job {spec.job_id!r} exists already")

@@ -23,7 +23,18 @@ from jobs import ChunkRunner, FailurePolicy, JobState, Verdict
 from jobs.errors import JobNotFound
 from jobs.failures import isolation_budget
 from jobs.isolate import CRASH_CODE
+from jobs.lifecycle import ChunkSummary
 from jobs.reconcile import reconcile
+from jobs.rows import PAYLOAD_VERSION, InputRow, decode_chunk, encode_chunk
+from jobs.schema import (
+    METRIC_FIELDS,
+    METRICS_SCHEMA,
+    RESULTS_SCHEMA,
+    SUMMARY_METRICS,
+    MetricRow,
+    ResultRow,
+    field_names,
+)
 from jobs.sinks import ParquetSink
 from jobs.spec import JobSpec
 from jobs.store import MemoryJobStore
@@ -233,3 +244,43 @@ def test_the_policy_retries_errors_until_the_limit_and_fails_permanent_ones_at_o
     assert policy.on_error(3, RuntimeError("x")).verdict == Verdict.FAIL
     assert policy.on_error(1, ModelLoadError("p", "no")).verdict == Verdict.FAIL
     assert policy.on_error(1, JobNotFound("j")).verdict == Verdict.DROP
+
+
+def test_typed_rows_have_exactly_the_columns_of_their_schemas() -> None:
+    assert field_names(ResultRow) == RESULTS_SCHEMA.names
+    assert field_names(MetricRow) == METRICS_SCHEMA.names
+    assert set(METRIC_FIELDS) <= set(METRICS_SCHEMA.names)
+    assert set(SUMMARY_METRICS) <= set(field_names(ChunkSummary))
+
+
+def test_a_misspelt_result_column_is_an_error_not_a_null_column() -> None:
+    with pytest.raises(TypeError):
+        ResultRow.from_dict({"job_id": "j", "row_index": 0, "custom_id": "0", "chunk": 0,
+                             "op": "classify", "model": "m", "backend": "b", "worker": "w",
+                             "lable": "yes"})
+
+
+def test_chunk_payloads_carry_a_version_and_round_trip() -> None:
+    rows = [InputRow(index=3, custom_id="a", prompt="hi", expected="yes"),
+            InputRow(index=4, custom_id="b", error_code="empty_prompt", error_message="x")]
+    payload = encode_chunk(rows)
+    assert payload["version"] == PAYLOAD_VERSION
+    assert decode_chunk(json.loads(json.dumps(payload))) == rows
+    assert decode_chunk([r.to_json() for r in rows]) == rows  # version 1: a bare list
+
+
+def test_a_worker_answers_a_payload_version_it_does_not_know_with_an_error_row_per_row(
+        tmp_path: Path) -> None:
+    job = Job(tmp_path, prompts(5))
+    job.submit()
+    inputs = job.store._jobs["job-1"]["inputs"]
+    inputs[0] = dict(inputs[0], version=99, rows="a body this worker cannot read")
+    assert job.drain() == ["ran", "ran"]
+    rows = job.rows()
+    assert [r["row_index"] for r in rows] == list(range(5))
+    refused = [r for r in rows if r["error_code"] == "unsupported_payload"]
+    assert [r["custom_id"] for r in refused] == ["0", "1", "2", "3"]
+    assert "version 99 is unknown to this worker" in str(refused[0]["error_message"])
+    assert rows[4]["error_code"] is None
+    status = job.store.status("job-1")
+    assert (status.state, status.completed, status.failed) == ("completed", 1, 4)

@@ -132,6 +132,21 @@ class TestPartSinkContract:
         with pytest.raises(ValueError, match="kind='logs'"):
             sink.sink.has_part("job-1", 0, "logs")
 
+    def test_documents_round_trip_and_a_missing_one_raises_file_not_found(self, sink):
+        assert not sink.sink.has_document("job-1", "manifest.json")
+        sink.sink.put_document("job-1", "manifest.json", {"state": "queued"})
+        sink.sink.put_document("job-1", "manifest.json", {"state": "completed"})
+        assert sink.sink.has_document("job-1", "manifest.json")
+        assert sink.handle().read_document("job-1", "manifest.json") == {"state": "completed"}
+        assert not sink.sink.has_document("job-2", "manifest.json")
+        with pytest.raises(FileNotFoundError):
+            sink.sink.read_document("job-1", "spec.json")
+
+    def test_remove_temporaries_leaves_published_parts(self, sink):
+        sink.sink.put_part("job-1", 0, "results", part())
+        sink.sink.remove_temporaries("job-1")
+        assert sink.sink.has_part("job-1", 0)
+
     def test_writers_racing_in_threads_publish_exactly_one_part(self, sink):
         payloads = [part(rows=50, worker=f"w{i}") for i in range(WRITERS)]
         handles = [sink.handle() for _ in range(WRITERS)]
@@ -282,6 +297,13 @@ def test_collect_keeps_the_part_already_on_disk_and_still_empties_redis(redis_si
     redis_sink.put_part("job-1", 0, "results", part(worker="second"))
     redis_sink.collect("job-1", 1, parquet)
     assert parquet.read_part("job-1", 0) == part(worker="first")
+    assert redis_sink.redis.keys("*") == []
+
+
+def test_collect_moves_the_documents_a_worker_wrote_and_deletes_them(redis_sink, parquet):
+    redis_sink.put_document("job-1", "manifest.json", {"state": "completed"})
+    redis_sink.collect("job-1", 0, parquet)
+    assert parquet.read_document("job-1", "manifest.json") == {"state": "completed"}
     assert redis_sink.redis.keys("*") == []
 
 
