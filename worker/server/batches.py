@@ -14,21 +14,19 @@ from __future__ import annotations
 import json
 import re
 import time
+from dataclasses import replace
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel
 
-from inference import GenerateOptions
-from jobs import JobNotFound, JobSpec, JobState, JobStatus
-from jobs.errors import JobError
-from jobs.spec import JOB_ID, NAME, new_job_id
+from jobs import JOB_ID, InvalidJobSpec, JobError, JobNotFound, JobSpec, JobState, JobStatus
 from worker.cli.export import ENDPOINT_KEY, export_results, is_chat
 from worker.client import Client, NoWorkerForJob
 from worker.server.auth import check_key
 from worker.server.errors import bad_request, not_found
 from worker.server.files import FileStore
-from worker.server.validate import CONTENT, plan
+from worker.server.validate import CONTENT, Plan, plan
 
 PREFIX = "batch_"
 INPUT_KEY, WINDOW_KEY, ERRORS_KEY = "inferq.input_file_id", "inferq.completion_window", \
@@ -79,26 +77,15 @@ class Batches:
                               "not 'batch'", param="input_file_id")
         path = self.files.content_path(input_file_id)
         found = plan(path, endpoint)
-        created = time.time()
         meta = metadata | {ENDPOINT_KEY: endpoint, INPUT_KEY: input_file_id,
                            WINDOW_KEY: window}
-        model = found.model if NAME.match(found.model or "") and ".." not in found.model \
-            else "unknown"
-        if found.model and model == "unknown":
-            found.error(None, "invalid_model", f"model {found.model!r} is not a model id",
-                        "body.model")
-        options = found.generate_options() if not found.errors else None
-        spec = JobSpec(op=found.op if options else "generate", model=model,
-                       options=options or GenerateOptions(),
-                       chunk_size=self.chunk_size, deadline=created + seconds,
-                       metadata=meta, job_id=new_job_id(), input_name=source["filename"],
-                       created_at=created)
+        spec = self._spec(found, meta, seconds, source["filename"])
         if not found.errors:
             try:
                 self.client.submit(spec, str(path), fmt="jsonl")
             except NoWorkerForJob:
                 found.error(None, "model_not_found", f"no live worker serves model "
-                            f"{model!r}; served: {', '.join(self.models()) or 'none'}",
+                            f"{spec.model!r}; served: {', '.join(self.models()) or 'none'}",
                             "body.model")
             except JobError:  # the job exists, failed, with the reason
                 return self.get(batch_id(spec.job_id))
@@ -108,10 +95,24 @@ class Batches:
             self._reject(spec, found.errors)
         return self.get(batch_id(spec.job_id))
 
+    def _spec(self, found: Plan, metadata: dict[str, str], seconds: int, name: str
+              ) -> JobSpec:
+        """The batch's job spec; one with model 'unknown' if the file did not name a
+        usable model or options (the batch then fails with ``found.errors``)."""
+        created = time.time()
+        common: dict[str, Any] = {"chunk_size": self.chunk_size, "deadline": created + seconds,
+                                  "metadata": metadata, "input_name": name,
+                                  "created_at": created}
+        if not found.errors:
+            try:
+                return JobSpec(op=found.op, model=found.model,
+                               options=found.generate_options(), **common)
+            except (InvalidJobSpec, ValueError) as exc:
+                found.error(None, "invalid_request", str(exc), "body")
+        return JobSpec(op="generate", model="unknown", **common)
+
     def _reject(self, spec: JobSpec, errors: list[dict[str, Any]]) -> None:
         """Record a batch that failed validation: a failed job with its errors."""
-        from dataclasses import replace
-
         spec = replace(spec, metadata=spec.metadata | {ERRORS_KEY: json.dumps(errors)})
         store = self.client.store
         store.create_job(spec, total=0, chunks=0)

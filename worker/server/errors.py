@@ -1,13 +1,15 @@
 """Errors in OpenAI's shape: ``{"error": {"message", "type", "param", "code"}}``.
 
-Raise `APIError` (or a subclass) anywhere in a route; `install` turns it, and
-Starlette's own HTTP errors, into that shape with the status code.
+Raise `APIError` anywhere in a route; `install` turns it, Starlette's own HTTP
+errors, invalid request bodies (400) and an unreachable Redis (503, the client
+retries) into that shape with the status code.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import redis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -52,6 +54,12 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         return _answer(APIError(exc.status_code, str(exc.detail), code=None))
+
+    @app.exception_handler(redis.RedisError)
+    async def redis_down(request: Request, exc: redis.RedisError) -> JSONResponse:
+        return _answer(APIError(503, f"Redis cannot be reached: {type(exc).__name__}; "
+                                "retry shortly", type="server_error",
+                                code="service_unavailable"))
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
