@@ -314,6 +314,35 @@ def test_rows_not_done_within_the_completion_window_end_as_batch_expired(env):
     assert len(done) + len(errors) == 12 and len(done) == batch.request_counts.completed
 
 
+def test_two_servers_on_one_redis_answer_for_each_others_batches_and_files(env):
+    from tests.processes import free_port
+
+    other = Server(env.redis_url, env.results, env.tmp / "serve-2.log", free_port()).start()
+    try:
+        second = openai.OpenAI(base_url=f"{other.url}/v1", api_key=KEY, max_retries=0)
+        path = write_batch(env.tmp / "two.jsonl", [{"model": "demo", "prompt": "x"}] * 1)
+        created = second.batches.create(input_file_id=upload(env, path),
+                                        endpoint="/v1/completions", completion_window="24h")
+        batch = wait_batch(env, created.id)
+        assert batch.status == "completed"
+        assert second.files.content(batch.output_file_id).text == \
+            env.client.files.content(batch.output_file_id).text
+    finally:
+        other.stop()
+
+
+def test_an_unknown_field_or_endpoint_or_window_is_a_400_naming_it(env):
+    file_id = upload(env, write_batch(env.tmp / "one.jsonl", [{"model": "demo", "prompt": "x"}]))
+    for extra, param in (({"extra_body": {"priority": 1}}, "priority"),
+                         ({"endpoint": "/v1/embeddings"}, "endpoint"),
+                         ({"completion_window": "forever"}, "completion_window")):
+        kwargs = {"input_file_id": file_id, "endpoint": "/v1/completions",
+                  "completion_window": "24h"} | extra
+        with pytest.raises(openai.BadRequestError) as raised:
+            env.client.batches.create(**kwargs)
+        assert param in raised.value.body["message"] or raised.value.body["param"] == param
+
+
 def test_files_list_retrieve_delete_and_path_like_ids(env):
     path = write_batch(env.tmp / "f.jsonl", [{"model": "demo", "prompt": "x"}])
     file_id = upload(env, path)

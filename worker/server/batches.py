@@ -18,7 +18,7 @@ from dataclasses import replace
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from jobs import JOB_ID, InvalidJobSpec, JobError, JobNotFound, JobSpec, JobState, JobStatus
 from worker.cli.export import ENDPOINT_KEY, export_results, is_chat
@@ -245,8 +245,9 @@ def _batches(request: Request) -> Batches:
 
 
 class BatchCreate(BaseModel):
-    """The body of ``POST /v1/batches``."""
+    """The body of ``POST /v1/batches``; any other field is refused, never ignored."""
 
+    model_config = ConfigDict(extra="forbid")
     input_file_id: str
     endpoint: str
     completion_window: str = "24h"
