@@ -34,6 +34,8 @@ INPUT_KEY, WINDOW_KEY, ERRORS_KEY = "inferq.input_file_id", "inferq.completion_w
 #: A completion window: OpenAI's ``24h``, or any count of s, m or h (an inferq extension).
 WINDOW = re.compile(r"^([1-9][0-9]{0,6})([smh])\Z")
 _UNIT = {"s": 1, "m": 60, "h": 3600}
+#: Specs a server keeps in memory (a spec never changes once its job exists).
+SPEC_CACHE = 10_000
 #: inferq states as OpenAI batch statuses (the queue is inferq's own step).
 STATUS = {JobState.QUEUED: "in_progress"}
 
@@ -63,6 +65,7 @@ class Batches:
 
     def __init__(self, client: Client, files: FileStore, chunk_size: int) -> None:
         self.client, self.files, self.chunk_size = client, files, chunk_size
+        self._specs: dict[str, JobSpec] = {}
 
     def create(self, input_file_id: str, endpoint: str, window: str,
                metadata: dict[str, str]) -> dict[str, Any]:
@@ -124,31 +127,53 @@ class Batches:
 
     def get(self, ident: str) -> dict[str, Any]:
         job_id = job_id_of(ident)
+        spec = self._spec_of(job_id)
+        if spec is None:  # no such job, or a job not submitted as a batch
+            raise not_found("batch", ident)
         try:
             status = self.client.store.status(job_id)
-            spec = self.client.store.get_spec(job_id)
         except JobNotFound:
             raise not_found("batch", ident) from None
-        if ENDPOINT_KEY not in spec.metadata:
-            raise not_found("batch", ident)  # a job, not submitted as a batch
         return self._object(spec, status)
 
-    def list(self, after: str | None, limit: int) -> dict[str, Any]:
-        found: list[tuple[JobSpec, JobStatus]] = []
-        for status in self.client.store.list_jobs(100_000):
-            try:
-                spec = self.client.store.get_spec(status.job_id)
-            except JobNotFound:
-                continue
-            if ENDPOINT_KEY in spec.metadata:
-                found.append((spec, status))
-        ids = [batch_id(spec.job_id) for spec, _ in found]
-        start = ids.index(after) + 1 if after in ids else (len(ids) if after else 0)
+    def page(self, after: str | None, limit: int) -> dict[str, Any]:
+        """Batches newest first: ``limit`` of them after the batch ``after``."""
+        found, start = self._newest(after, limit)
         page = found[start:start + limit]
         data = [self._object(spec, status) for spec, status in page]
         return {"object": "list", "data": data, "has_more": start + limit < len(found),
                 "first_id": data[0]["id"] if data else None,
                 "last_id": data[-1]["id"] if data else None}
+
+    def _newest(self, after: str | None, limit: int
+                ) -> tuple[list[tuple[JobSpec, JobStatus]], int]:
+        """The newest batches, enough to hold ``after`` and ``limit`` + 1 past it, and
+        the index after ``after``; reads 4 times more jobs until it has them."""
+        wanted = 64
+        while True:
+            statuses = self.client.store.list_jobs(wanted)
+            found = [(spec, status) for status in statuses
+                     if (spec := self._spec_of(status.job_id)) is not None]
+            ids = [batch_id(spec.job_id) for spec, _ in found]
+            start = ids.index(after) + 1 if after in ids else (len(ids) if after else 0)
+            everything = len(statuses) < wanted
+            if everything or ((after in ids or not after) and len(found) - start > limit):
+                return found, start
+            wanted *= 4
+
+    def _spec_of(self, job_id: str) -> JobSpec | None:
+        """A batch's spec (specs never change: kept, up to `SPEC_CACHE`); None for a job
+        that is not a batch or is gone."""
+        spec = self._specs.get(job_id)
+        if spec is None:
+            try:
+                spec = self.client.store.get_spec(job_id)
+            except JobNotFound:
+                return None
+            if len(self._specs) >= SPEC_CACHE:
+                self._specs.pop(next(iter(self._specs)))
+            self._specs[job_id] = spec
+        return spec if ENDPOINT_KEY in spec.metadata else None
 
     def cancel(self, ident: str) -> dict[str, Any]:
         self.get(ident)  # 404 for a stranger
@@ -265,7 +290,7 @@ def list_batches(request: Request, after: str | None = None, limit: int = 20
                  ) -> dict[str, Any]:
     if not 1 <= limit <= 100:
         raise bad_request("limit must be 1 to 100", param="limit")
-    return _batches(request).list(after, limit)
+    return _batches(request).page(after, limit)
 
 
 @router.get("/v1/batches/{ident}")
