@@ -374,6 +374,67 @@ def test_uploads_past_the_byte_or_line_limit_are_refused_and_nothing_is_kept(env
     assert set(os.listdir(env.results / "files")) == before
 
 
+def peak_rss_kib(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line for line in status.splitlines() if line.startswith("VmHWM")).split()[1])
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc")
+def test_a_150_mb_upload_streams_to_disk_without_the_server_holding_it(env):
+    import http.client
+
+    from tests.processes import free_port
+
+    big = Server(env.redis_url, env.results, env.tmp / "serve-big.log", free_port())
+    big.env |= {"INFERQ_MAX_UPLOAD_BYTES": str(300 * 2**20),
+                "INFERQ_MAX_UPLOAD_LINES": str(10**8)}
+    big.start()
+    try:
+        line = json.dumps({"custom_id": "x" * 40, "method": "POST", "url": "/v1/completions",
+                           "body": {"model": "demo", "prompt": "y" * 400}}).encode() + b"\n"
+        block, blocks = line * 2000, 150 * 2**20 // (len(line) * 2000)
+        head = (b"--b0undary\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\n"
+                b"batch\r\n--b0undary\r\nContent-Disposition: form-data; name=\"file\"; "
+                b"filename=\"big.jsonl\"\r\nContent-Type: application/jsonl\r\n\r\n")
+        tail = b"\r\n--b0undary--\r\n"
+
+        def body():
+            yield head
+            for _ in range(blocks):
+                yield block
+            yield tail
+
+        before = peak_rss_kib(big.process.pid)
+        connection = http.client.HTTPConnection("127.0.0.1", int(big.url.rsplit(":", 1)[1]),
+                                                timeout=120)
+        connection.request("POST", "/v1/files", body=body(), headers={
+            "Authorization": f"Bearer {KEY}",
+            "Content-Type": "multipart/form-data; boundary=b0undary",
+            "Content-Length": str(len(head) + len(block) * blocks + len(tail))})
+        answer = connection.getresponse()
+        created = json.loads(answer.read())
+        connection.close()
+        assert answer.status == 200, created
+        assert created["bytes"] == len(block) * blocks
+        grew_mib = (peak_rss_kib(big.process.pid) - before) / 1024
+        assert grew_mib < 40, f"the server's peak memory grew {grew_mib:.0f} MiB"
+        env.client.files.delete(created["id"])
+    finally:
+        big.stop()
+
+
+def test_validation_reads_a_line_over_the_limit_as_an_error_without_holding_it(tmp_path):
+    from worker.server.validate import plan
+
+    path = tmp_path / "long.jsonl"
+    ok = json.dumps({"custom_id": "a", "method": "POST", "url": "/v1/completions",
+                     "body": {"model": "demo", "prompt": "hi"}})
+    path.write_text(ok + "\n" + "z" * 5000 + "\n" + ok.replace('"a"', '"b"') + "\n")
+    found = plan(path, "/v1/completions", max_line_bytes=1000)
+    assert [(e["line"], e["code"]) for e in found.errors] == [(2, "line_too_long")]
+    assert (found.lines, found.model) == (3, "demo")
+
+
 def test_serving_a_non_loopback_host_without_keys_is_refused_at_start(tmp_path):
     out = subprocess.run([INFERQ, "--broker-url", "redis://127.0.0.1:1/0", "--results",
                           str(tmp_path), "serve", "--host", "0.0.0.0"],

@@ -79,7 +79,8 @@ class Batches:
             raise bad_request(f"file {input_file_id!r} has purpose {source['purpose']!r}, "
                               "not 'batch'", param="input_file_id")
         path = self.files.content_path(input_file_id)
-        found = plan(path, endpoint)
+        found = plan(path, endpoint,
+                     max_line_bytes=self.client.settings.input_limits().max_line_bytes)
         meta = metadata | {ENDPOINT_KEY: endpoint, INPUT_KEY: input_file_id,
                            WINDOW_KEY: window}
         spec = self._spec(found, meta, seconds, source["filename"])

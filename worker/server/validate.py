@@ -17,9 +17,10 @@ output lines carry the winning label as content and every label's probability in
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from inference import GenerateOptions
 
@@ -60,13 +61,19 @@ class Plan:
         return GenerateOptions(**self.options)
 
 
-def plan(path: Path, endpoint: str) -> Plan:
-    """Read ``path`` line by line (never whole) as requests to ``endpoint``."""
+def plan(path: Path, endpoint: str, *, max_line_bytes: int = 8 * 2**20) -> Plan:
+    """Read ``path`` line by line (never whole) as requests to ``endpoint``; a line
+    over ``max_line_bytes`` is an error, skipped without being held."""
     result = Plan()
     first_options: tuple[int, dict[str, Any]] | None = None
     ids: set[str] = set()
     with open(path, "rb") as f:
-        for number, raw in enumerate(f, start=1):
+        for number, raw in _lines(f, max_line_bytes):
+            if raw is None:
+                result.lines += 1
+                result.error(number, "line_too_long", f"the line is over {max_line_bytes:,} "
+                             "bytes, the longest request inferq reads")
+                continue
             if not raw.strip():
                 continue
             result.lines += 1
@@ -94,6 +101,20 @@ def plan(path: Path, endpoint: str) -> Plan:
         except (TypeError, ValueError) as exc:
             result.error(first_options[0], "invalid_parameter", str(exc))
     return result
+
+
+def _lines(f: IO[bytes], max_len: int) -> Iterator[tuple[int, bytes | None]]:
+    """Each line's 1-based number and bytes; None for a line over ``max_len`` bytes,
+    read past in pieces."""
+    number = 0
+    while line := f.readline(max_len + 1):
+        number += 1
+        if len(line) <= max_len or line.endswith(b"\n"):
+            yield number, line
+            continue
+        while line and not line.endswith(b"\n"):
+            line = f.readline(max_len + 1)
+        yield number, None
 
 
 def _request(result: Plan, number: int, raw: bytes, endpoint: str, ids: set[str]
