@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from jobs import keys
+from jobs import keys, layout
 from jobs.errors import (
     DuplicateCustomId,
     InputFileError,
@@ -19,7 +19,8 @@ from jobs.errors import (
     JobNotFound,
     JobStateError,
 )
-from jobs.failures import PERMANENT, Decision, FailurePolicy, Verdict
+from jobs.evaluate import read_evaluations
+from jobs.failures import PERMANENT, Decision, FailurePolicy, Verdict, isolation_budget
 from jobs.lifecycle import (
     ACTIVE,
     STATES,
@@ -32,17 +33,29 @@ from jobs.lifecycle import (
     manifest,
 )
 from jobs.readers import FORMATS, InputLimits, detect_format, read_input
-from jobs.rows import InputRow
+from jobs.rows import PAYLOAD_VERSION, InputRow
+from jobs.schema import (
+    EVALUATIONS_SCHEMA,
+    METRICS_SCHEMA,
+    RESULTS_SCHEMA,
+    SCHEMA_VERSION,
+    MetricRow,
+    ResultRow,
+)
+from jobs.sinks import EvaluationSink, ParquetSink, PartSink, RedisPartSink, encode_table
 from jobs.spec import DEFAULT_CHUNK_SIZE, JOB_ID, JobSpec, options_from_dict, spec_from_document
 from jobs.store import JobStore, MemoryJobStore
 from jobs.submit import Enqueue, submit_job
+from jobs.suites import Suite, SuiteError, load_suites
 
 if TYPE_CHECKING:
+    from jobs.execute import DEFAULT_BATCH
     from jobs.reconcile import ReconcileReport, reconcile
     from jobs.redis_store import RedisJobStore
     from jobs.runner import ChunkReport, ChunkRunner, ModelProvider
 
 _LAZY = {
+    "DEFAULT_BATCH": "jobs.execute",
     "ChunkReport": "jobs.runner", "ChunkRunner": "jobs.runner", "ModelProvider": "jobs.runner",
     "RedisJobStore": "jobs.redis_store", "ReconcileReport": "jobs.reconcile",
     "reconcile": "jobs.reconcile",
@@ -50,10 +63,16 @@ _LAZY = {
 
 __all__ = [
     "ACTIVE",
+    "DEFAULT_BATCH",
     "DEFAULT_CHUNK_SIZE",
+    "EVALUATIONS_SCHEMA",
     "FORMATS",
     "JOB_ID",
+    "METRICS_SCHEMA",
+    "PAYLOAD_VERSION",
     "PERMANENT",
+    "RESULTS_SCHEMA",
+    "SCHEMA_VERSION",
     "STATES",
     "TERMINAL",
     "ChunkReport",
@@ -63,6 +82,7 @@ __all__ = [
     "Decision",
     "DuplicateCustomId",
     "Enqueue",
+    "EvaluationSink",
     "FailurePolicy",
     "InputFileError",
     "InputLimits",
@@ -76,15 +96,27 @@ __all__ = [
     "JobStatus",
     "JobStore",
     "MemoryJobStore",
+    "MetricRow",
     "ModelProvider",
+    "ParquetSink",
+    "PartSink",
     "ReconcileReport",
     "RedisJobStore",
+    "RedisPartSink",
+    "ResultRow",
+    "Suite",
+    "SuiteError",
     "Verdict",
     "detect_format",
+    "encode_table",
     "finalize",
+    "isolation_budget",
     "keys",
+    "layout",
+    "load_suites",
     "manifest",
     "options_from_dict",
+    "read_evaluations",
     "read_input",
     "reconcile",
     "spec_from_document",

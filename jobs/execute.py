@@ -53,9 +53,9 @@ class ChunkOutput:
     summary: ChunkSummary
 
 
-def run_chunk(model: TextModel, spec: JobSpec, rows: Sequence[InputRow], ctx: ChunkContext,
-              *, batch_size: int = DEFAULT_BATCH,
-              should_stop: Callable[[], bool] = lambda: False) -> ChunkOutput:
+def execute_chunk(model: TextModel, spec: JobSpec, rows: Sequence[InputRow],
+                  ctx: ChunkContext, *, batch_size: int = DEFAULT_BATCH,
+                  should_stop: Callable[[], bool] = lambda: False) -> ChunkOutput:
     """Run ``rows`` through ``model`` as ``spec`` says."""
     started = datetime.now(UTC)
     clock = time.perf_counter()
@@ -207,3 +207,8 @@ class _Totals:
                                prefill_seconds=self.prefill, decode_seconds=self.decode,
                                total_seconds=total_seconds, peak_memory_bytes=self.peak,
                                active_memory_bytes=self.active)
+
+
+#: The former name of `execute_chunk` (the Celery task and `ChunkRunner.process` were
+#: called "run chunk" too); kept importable.
+run_chunk = execute_chunk

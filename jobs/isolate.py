@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from inference import GenerateMetrics, TextModel
-from jobs.execute import ChunkContext, ChunkOutput, chunk_output, error_result_rows, run_chunk
+from jobs.execute import ChunkContext, ChunkOutput, chunk_output, error_result_rows, execute_chunk
 from jobs.failures import isolation_budget
 from jobs.rows import InputRow
 from jobs.schema import SUMMARY_METRICS, ResultRow
@@ -47,7 +47,7 @@ def run_isolating(model: TextModel, spec: JobSpec, rows: Sequence[InputRow],
         low, high = state["pending"].pop(0)
         state["running"] = [low, high]
         store.save_isolation(ctx.job_id, ctx.chunk, state)
-        output = run_chunk(model, spec, rows[low:high], ctx)
+        output = execute_chunk(model, spec, rows[low:high], ctx)
         state["rows"].extend({k: v for k, v in row.items() if k != "completed_at"}
                              for row in output.results.to_pylist())
         _add_metrics(state["metrics"], output.summary.to_dict())

@@ -16,7 +16,7 @@ from typing import Any
 
 from inference import TextModel
 from jobs.errors import InvalidJobSpec, JobNotFound
-from jobs.execute import ChunkContext, ChunkOutput, ChunkStopped, error_rows, run_chunk
+from jobs.execute import ChunkContext, ChunkOutput, ChunkStopped, error_rows, execute_chunk
 from jobs.failures import PERMANENT, Decision, FailurePolicy, Verdict
 from jobs.isolate import run_isolating
 from jobs.lifecycle import (
@@ -126,8 +126,8 @@ class ChunkRunner:
             if decision.verdict == Verdict.ISOLATE:  # it killed its worker: find the row
                 output = run_isolating(model, spec, rows, ctx, self.store)
             else:
-                output = run_chunk(model, spec, rows, ctx,
-                                   should_stop=lambda: self.store.cancel_requested(job_id))
+                output = execute_chunk(model, spec, rows, ctx,
+                                       should_stop=lambda: self.store.cancel_requested(job_id))
         except ChunkStopped:
             return self._record(job_id, chunk, ChunkSummary(
                 rows=0, errors=0, status=ChunkStatus.CANCELLED), "cancelled")

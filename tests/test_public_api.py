@@ -34,3 +34,23 @@ def test_errors_subclass_the_matching_builtins():
 def test_backends_satisfy_the_protocol():
     for name in inference.names():
         assert isinstance(inference.get(name), inference.Backend)
+
+
+def test_jobs_exports_are_sorted_importable_and_typed():
+    import importlib.resources
+    import subprocess
+    import sys
+
+    import jobs
+
+    assert jobs.__all__ == sorted(jobs.__all__, key=lambda n: (not n.isupper(), n))
+    for name in jobs.__all__:
+        assert getattr(jobs, name) is not None, name
+    assert importlib.resources.files("jobs").joinpath("py.typed").is_file()
+    # Submitting never loads chunk execution: the lazy names load on first use.
+    probe = ("import sys, jobs, jobs.submit; "
+             "print(sorted(m for m in ('jobs.execute', 'jobs.runner', 'jobs.isolate') "
+             "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"

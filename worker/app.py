@@ -8,8 +8,7 @@ from typing import Any
 
 from celery import Celery, Task, signals
 
-from jobs import PERMANENT, Verdict
-from jobs.spec import JOB_ID
+from jobs import JOB_ID, PERMANENT, Verdict
 from worker.config import Settings
 from worker.timelimit import ChunkTimeLimitExceeded, time_limit
 

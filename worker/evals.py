@@ -8,8 +8,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from jobs.spec import JobSpec
-from jobs.suites import Suite, load_suites
+from jobs import JobSpec, Suite, load_suites
 
 #: How far back the latest slot of a cron schedule is looked for.
 CRON_LOOKBACK = timedelta(days=366)

@@ -11,9 +11,7 @@ import redis
 
 import inference
 from inference import LoadOptions
-from jobs.redis_store import RedisJobStore
-from jobs.runner import ChunkReport, ChunkRunner
-from jobs.sinks import ParquetSink, PartSink, RedisPartSink
+from jobs import ChunkReport, ChunkRunner, ParquetSink, PartSink, RedisJobStore, RedisPartSink
 from worker.advertise import Heartbeat
 from worker.catalog import Catalog
 from worker.config import Settings

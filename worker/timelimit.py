@@ -7,8 +7,9 @@ worker's ``chunk_time_limit`` itself:
 
 - soft: on the main thread (the solo pool) a SIGALRM raises `ChunkTimeLimitExceeded`
   into the chunk when the limit passes, and again every second while
-  ``interruptible()`` says no (a chunk publishing its part is left to finish). The
-  task retries the chunk like any other error, then turns its rows into error rows.
+  ``interruptible()`` says no (a chunk publishing its part is left to finish). It is
+  an error like any other to `jobs.failures.FailurePolicy`: retried, then the
+  chunk's rows become error rows. This module decides nothing about the chunk.
 - hard: a chunk still running ``hard_grace`` seconds later (stuck in native code that
   never returns to Python, or on the threads pool, whose threads no signal reaches)
   ends the process. Late acks put the chunk back once its visibility timeout passes,
