@@ -188,6 +188,11 @@ def test_a_chat_batch_answers_chat_completion_bodies_and_the_cli_exports_the_sam
     cli = [json.loads(line) for line in dest.read_text().splitlines()]
     assert sorted(cli, key=lambda o: o["custom_id"]) == sorted(output,
                                                                key=lambda o: o["custom_id"])
+    status = subprocess.run([INFERQ, "--broker-url", env.redis_url, "--results",
+                             str(env.results), "status", batch.id.removeprefix("batch_"),
+                             "--json"], capture_output=True, text=True, env=CLEAN_ENV,
+                            timeout=60)
+    assert json.loads(status.stdout)["state"] == "completed"  # an ordinary job
 
 
 def test_a_batch_with_labels_classifies_and_reports_every_label_probability(env):
