@@ -261,8 +261,6 @@ def test_a_malformed_file_fails_validation_with_errors_naming_each_line(env):
         json.dumps(good),
         "{not json",
         json.dumps(good | {"custom_id": "b", "body": {"model": "other", "prompt": "x"}}),
-        json.dumps(good | {"custom_id": "c", "body": {"model": "demo", "prompt": "x",
-                                                      "logprobs": True}}),
         json.dumps(good | {"custom_id": "d", "body": {"model": "demo", "prompt": "x",
                                                       "max_tokens": 9}}),
         json.dumps(good),
@@ -271,10 +269,35 @@ def test_a_malformed_file_fails_validation_with_errors_naming_each_line(env):
                                       endpoint="/v1/completions", completion_window="24h")
     assert batch.status == "failed" and batch.failed_at
     found = {(e.line, e.code) for e in batch.errors.data}
-    assert found == {(2, "invalid_json"), (3, "mismatched_model"),
-                     (4, "unsupported_parameter"), (5, "mixed_parameters"),
-                     (6, "duplicate_custom_id")}
+    assert found == {(2, "invalid_json"), (3, "mismatched_model"), (4, "mixed_parameters"),
+                     (5, "duplicate_custom_id")}
     assert env.client.batches.retrieve(batch.id).errors.data[0].line == 2
+
+
+def test_a_line_asking_for_what_inferq_cannot_honour_is_an_error_line_and_the_rest_runs(env):
+    bodies = [{"model": "demo", "prompt": f"p{i}", "max_tokens": 3} for i in range(6)]
+    bodies[1] |= {"logprobs": True, "top_logprobs": 2}
+    bodies[4] |= {"tools": [{"type": "function"}]}
+    path = write_batch(env.tmp / "refused.jsonl", bodies)
+    created = env.client.batches.create(input_file_id=upload(env, path),
+                                        endpoint="/v1/completions", completion_window="24h")
+    batch = wait_batch(env, created.id)
+    assert batch.status == "completed" and batch.errors is None
+    counts = batch.request_counts
+    assert (counts.total, counts.completed, counts.failed) == (6, 4, 2)
+    errors = {e["custom_id"]: e["error"] for e in lines(env, batch.error_file_id)}
+    assert set(errors) == {"r-001", "r-004"}
+    assert {e["code"] for e in errors.values()} == {"unsupported_parameter"}
+    assert "logprobs" in errors["r-001"]["message"] and "tools" in errors["r-004"]["message"]
+    assert len(lines(env, batch.output_file_id)) == 4
+    dest = env.tmp / "cli-refused.jsonl"
+    out = subprocess.run([INFERQ, "--broker-url", env.redis_url, "--results", str(env.results),
+                          "results", batch.id.removeprefix("batch_"), "--to", str(dest),
+                          "--openai", "--errors"], capture_output=True, text=True,
+                         env=CLEAN_ENV, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert {json.loads(line)["custom_id"]: json.loads(line)["error"]
+            for line in dest.read_text().splitlines()} == errors
 
 
 def test_a_model_no_worker_serves_fails_the_batch_with_model_not_found(env):

@@ -10,6 +10,7 @@ of ``/v1/chat/completions`` requests records that endpoint in its spec's metadat
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -19,6 +20,10 @@ import pyarrow.csv as pacsv
 #: The spec metadata key naming the OpenAI endpoint a job's requests were made to.
 ENDPOINT_KEY = "inferq.endpoint"
 CHAT = "/v1/chat/completions"
+#: The job document holding the lines `inferq serve` refused on their own: custom_id ->
+#: {"code", "message"}. The job ran them as ``missing_prompt`` error rows; their lines
+#: in the error file carry the refusal instead.
+REFUSED_DOCUMENT = "openai_refused.json"
 #: inferq row error codes that OpenAI names otherwise.
 OPENAI_CODES = {"expired": "batch_expired"}
 
@@ -28,13 +33,17 @@ def is_chat(metadata: dict[str, str]) -> bool:
     return metadata.get(ENDPOINT_KEY) == CHAT
 
 
-def openai_line(row: dict[str, Any], *, chat: bool = False) -> dict[str, Any]:
-    """One row in the OpenAI Batch output format (or its error file's, for error rows)."""
+def openai_line(row: dict[str, Any], *, chat: bool = False,
+                refused: Mapping[str, dict[str, str]] | None = None) -> dict[str, Any]:
+    """One row in the OpenAI Batch output format (or its error file's, for error rows;
+    ``refused``: the `REFUSED_DOCUMENT` of the job, if it has one)."""
     request_id = f"{row['job_id']}-{row['row_index']}"
     if row["error_code"]:
-        code = OPENAI_CODES.get(row["error_code"], row["error_code"])
+        error = (refused or {}).get(row["custom_id"]) or {
+            "code": OPENAI_CODES.get(row["error_code"], row["error_code"]),
+            "message": row["error_message"]}
         return {"id": request_id, "custom_id": row["custom_id"], "response": None,
-                "error": {"code": code, "message": row["error_message"]}}
+                "error": {"code": error["code"], "message": error["message"]}}
     if row["op"] == "classify":
         content = row["label"] if row["label"] is not None else row["text"]
         extra = {"label_probs": {p["label"]: p["prob"] for p in row["label_probs"] or []}}
@@ -61,11 +70,13 @@ def openai_line(row: dict[str, Any], *, chat: bool = False) -> dict[str, Any]:
 
 
 def export_results(table: pa.Table, dest: str, *, openai: bool = False,
-                   errors: bool = False, chat: bool = False) -> int:
+                   errors: bool = False, chat: bool = False,
+                   refused: Mapping[str, dict[str, str]] | None = None) -> int:
     """Write ``table`` to ``dest`` (.jsonl or .csv by suffix); returns the rows written.
 
     With ``openai``, only the rows of the file asked for: successes, or with
-    ``errors`` the error rows; with ``chat``, successes as ``chat.completion`` bodies.
+    ``errors`` the error rows; with ``chat``, successes as ``chat.completion`` bodies;
+    ``refused`` as for `openai_line`.
     """
     if dest.endswith(".csv"):
         probs = pa.array([json.dumps({p["label"]: p["prob"] for p in v}) if v else None
@@ -81,7 +92,7 @@ def export_results(table: pa.Table, dest: str, *, openai: bool = False,
                 if openai:
                     if bool(row["error_code"]) != errors:
                         continue
-                    row = openai_line(row, chat=chat)
+                    row = openai_line(row, chat=chat, refused=refused)
                 out.write(json.dumps(row, default=str, ensure_ascii=False) + "\n")
                 written += 1
     return written

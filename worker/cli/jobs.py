@@ -16,7 +16,7 @@ from jobs.reconcile import reconcile as rebuild
 from jobs.spec import spec_from_document
 from jobs.store import TERMINAL
 from worker.cli.context import check_job_id, client_of, fail, settings_of
-from worker.cli.export import export_results, is_chat
+from worker.cli.export import REFUSED_DOCUMENT, export_results, is_chat
 from worker.cli.options import build_spec, job_options
 from worker.cli.view import Progress, print_json, print_table, show_status, status_dict
 from worker.routing import queue_for
@@ -155,7 +155,10 @@ def results(ctx: click.Context, job_id: str, head: int, dest: str | None, openai
             chat = openai and is_chat(client.store.get_spec(job_id).metadata)
         except JobNotFound:  # Redis forgot it: its rows are still on disk
             chat = False
-        written = export_results(table, dest, openai=openai, errors=errors_only, chat=chat)
+        refused = client.sink.read_document(job_id, REFUSED_DOCUMENT) \
+            if openai and client.sink.has_document(job_id, REFUSED_DOCUMENT) else None
+        written = export_results(table, dest, openai=openai, errors=errors_only, chat=chat,
+                                 refused=refused)
         click.echo(f"{written:,} rows written to {dest}")
         return
     rows = table.slice(0, head).to_pylist()

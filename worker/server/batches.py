@@ -7,6 +7,10 @@ Batch object needs beyond the job's status lives in the job's spec metadata unde
 can answer for any batch. Once the job has ended, its output and error files are
 exported from its Parquet parts by `worker.cli.export` (the code behind
 ``inferq results --openai``) as ``file-<job id>-output`` / ``-errors``, once.
+
+Lines refused on their own (`validate.Plan.refused`) run as error rows with an empty
+body (the job's input is then a copy, ``files/.inputs/<job id>.jsonl``); the job's
+`REFUSED_DOCUMENT` gives their lines in the error file the refusal's code.
 """
 
 from __future__ import annotations
@@ -15,13 +19,14 @@ import json
 import re
 import time
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict
 
 from jobs import JOB_ID, InvalidJobSpec, JobError, JobNotFound, JobSpec, JobState, JobStatus
-from worker.cli.export import ENDPOINT_KEY, export_results, is_chat
+from worker.cli.export import ENDPOINT_KEY, REFUSED_DOCUMENT, export_results, is_chat
 from worker.client import Client, NoWorkerForJob
 from worker.server.auth import check_key
 from worker.server.errors import bad_request, not_found
@@ -86,7 +91,11 @@ class Batches:
         spec = self._spec(found, meta, seconds, source["filename"])
         if not found.errors:
             try:
-                self.client.submit(spec, str(path), fmt="jsonl")
+                self.client.check_servable(spec)
+                if found.refused:  # those lines run as error rows, answered as refused
+                    self.client.sink.put_document(spec.job_id, REFUSED_DOCUMENT, found.refused)
+                    path = self._without_refused(path, found.refused, spec)
+                self.client.submit(spec, str(path), fmt="jsonl", queue_anyway=True)  # checked
             except NoWorkerForJob:
                 found.error(None, "model_not_found", f"no live worker serves model "
                             f"{spec.model!r}; served: {', '.join(self.models()) or 'none'}",
@@ -98,6 +107,21 @@ class Batches:
                 found.error(None, "too_many_errors", f"{found.more_errors} more errors")
             self._reject(spec, found.errors)
         return self.get(batch_id(spec.job_id))
+
+    def _without_refused(self, path: Path, refused: dict[str, Any], spec: JobSpec) -> Path:
+        """The job's input: ``path`` with each refused line left with an empty body (an
+        error row that runs nothing), under ``files/.inputs/<job id>.jsonl``."""
+        dest = self.files.dir / ".inputs" / f"{spec.job_id}.jsonl"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        endpoint = spec.metadata[ENDPOINT_KEY]
+        with open(path, "rb") as source, open(dest, "wb") as out:
+            for line in source:
+                request = json.loads(line) if line.strip() else None
+                if request is not None and request.get("custom_id") in refused:
+                    line = json.dumps({"custom_id": request["custom_id"], "method": "POST",
+                                       "url": endpoint, "body": {}}).encode() + b"\n"
+                out.write(line)
+        return dest
 
     def _spec(self, found: Plan, metadata: dict[str, str], seconds: int, name: str
               ) -> JobSpec:
@@ -230,10 +254,13 @@ class Batches:
         if missing:
             self.client.collect(job_id)
             table = self.client.sink.read_results(job_id)
+            sink = self.client.sink
+            refused = sink.read_document(job_id, REFUSED_DOCUMENT) \
+                if sink.has_document(job_id, REFUSED_DOCUMENT) else None
             for kind in missing:
                 tmp = self.files.temporary()
                 export_results(table, str(tmp), openai=True, errors=kind == "errors",
-                               chat=is_chat(spec.metadata))
+                               chat=is_chat(spec.metadata), refused=refused)
                 self.files.publish(ids[kind], tmp, filename=f"batch_{job_id}_{kind}.jsonl",
                                    purpose="batch_output")
         return ids.get("output"), ids.get("errors")

@@ -2,9 +2,12 @@
 
 A batch is one inferq job, and a job runs one model with one set of options. So
 every line must name the same ``model`` and carry the same parameters; a line that
-does not, that asks for something inferq cannot honour, or that is not a request
-of the batch's endpoint, is reported with its line number and the batch fails in
-validation (as OpenAI's does for mixed models). Nothing is ever silently ignored.
+does not, or that is not a request of the batch's endpoint, is reported with its
+line number and the batch fails in validation (as OpenAI's does for mixed models).
+A line that asks for something inferq cannot honour (``logprobs``, ``tools``, ...)
+is refused on its own: it becomes a line of the error file with the code
+``unsupported_parameter``, and the rest of the batch runs. Nothing is ever silently
+ignored.
 
 Body parameters honoured: ``max_tokens`` / ``max_completion_tokens``,
 ``temperature``, ``top_p``, ``stop``, ``seed``, ``n`` (1 only), ``stream`` (false
@@ -44,6 +47,12 @@ class Plan:
     lines: int = 0
     errors: list[dict[str, Any]] = field(default_factory=list)
     more_errors: int = 0
+    #: custom_id -> the error of a line refused on its own (an error line, not a failure
+    #: of the whole batch)
+    refused: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def refuse(self, request: dict[str, Any], code: str, message: str) -> None:
+        self.refused[str(request.get("custom_id"))] = {"code": code, "message": message}
 
     def error(self, line: int | None, code: str, message: str, param: str | None = None
               ) -> None:
@@ -80,7 +89,7 @@ def plan(path: Path, endpoint: str, *, max_line_bytes: int = 8 * 2**20) -> Plan:
             request = _request(result, number, raw, endpoint, ids)
             if request is None:
                 continue
-            options = _options(result, number, request["body"])
+            options = _options(result, number, request)
             if options is None:
                 continue
             if first_options is None:
@@ -159,29 +168,26 @@ def _request(result: Plan, number: int, raw: bytes, endpoint: str, ids: set[str]
     return request
 
 
-def _options(result: Plan, number: int, body: dict[str, Any]) -> dict[str, Any] | None:
-    """The line's option values as given, or None (errors recorded) if one is refused."""
+def _options(result: Plan, number: int, request: dict[str, Any]) -> dict[str, Any] | None:
+    """The line's option values as given; None, the line refused, if it asks for
+    something inferq cannot honour."""
     options: dict[str, Any] = {}
-    ok = True
-    for key, value in body.items():
+    for key, value in request["body"].items():
         if key in _IGNORED or key in CONTENT.values():
             continue
         if key in _NEUTRAL:
             if value is not None and value != _NEUTRAL[key]:
-                result.error(number, "unsupported_parameter", f"{key}={value!r} is not "
-                             f"supported; inferq answers {key}={_NEUTRAL[key]!r}",
-                             f"body.{key}")
-                ok = False
+                result.refuse(request, "unsupported_parameter", f"body.{key}={value!r} is "
+                              f"not supported; inferq answers {key}={_NEUTRAL[key]!r}")
+                return None
             continue
         if key not in _OPTION_KEYS:
-            result.error(number, "unsupported_parameter", f"{key} is not supported by "
-                         "inferq; supported: " + ", ".join(sorted(_OPTION_KEYS)),
-                         f"body.{key}")
-            ok = False
-            continue
+            result.refuse(request, "unsupported_parameter", f"body.{key} is not supported "
+                          "by inferq; supported: " + ", ".join(sorted(_OPTION_KEYS)))
+            return None
         if value is not None:
             options[key] = value
-    return options if ok else None
+    return options
 
 
 def _translate(body_options: dict[str, Any]) -> dict[str, Any]:
