@@ -18,6 +18,8 @@ from pathlib import Path
 import openai
 import pytest
 
+from jobs import ParquetSink
+
 INFERQ = str(Path(sys.executable).parent / "inferq")
 CLEAN_ENV = {k: v for k, v in os.environ.items() if not k.startswith("INFERQ_")}
 KEY = "sk-test-one"
@@ -195,6 +197,23 @@ def test_a_chat_batch_answers_chat_completion_bodies_and_the_cli_exports_the_sam
     assert json.loads(status.stdout)["state"] == "completed"  # an ordinary job
 
 
+def test_body_parameters_become_the_jobs_options_and_max_tokens_bounds_every_line(env):
+    body = {"model": "demo", "max_tokens": 2, "temperature": 0.5, "top_p": 0.9,
+            "stop": "\n\n", "seed": 7, "n": 1, "stream": False, "user": "me"}
+    path = write_batch(env.tmp / "params.jsonl", [body | {"prompt": f"p{i}"} for i in range(4)])
+    created = env.client.batches.create(input_file_id=upload(env, path),
+                                        endpoint="/v1/completions", completion_window="24h")
+    batch = wait_batch(env, created.id)
+    assert batch.status == "completed"
+    job_id = batch.id.removeprefix("batch_")
+    spec = ParquetSink(str(env.results)).read_document(job_id, "spec.json")
+    assert {k: spec["options"][k] for k in ("max_tokens", "temperature", "top_p",
+                                            "stop_strings", "seed")} == {
+        "max_tokens": 2, "temperature": 0.5, "top_p": 0.9, "stop_strings": ["\n\n"], "seed": 7}
+    for line in lines(env, batch.output_file_id):
+        assert line["response"]["body"]["usage"]["completion_tokens"] <= 2
+
+
 def test_a_batch_with_labels_classifies_and_reports_every_label_probability(env):
     path = write_batch(env.tmp / "classify.jsonl",
                        [{"model": "demo", "prompt": f"Review {i}", "labels": ["pos", "neg"]}
@@ -251,6 +270,7 @@ def test_cancel_stops_a_running_batch_and_keeps_its_finished_rows(env):
     batch = wait_batch(env, created.id)
     assert batch.status == "cancelled" and batch.cancelled_at >= batch.cancelling_at
     assert batch.request_counts.completed < 24
+    assert env.client.batches.cancel(created.id).status == "cancelled"  # ended: as it was
 
 
 def test_a_malformed_file_fails_validation_with_errors_naming_each_line(env):
