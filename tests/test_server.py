@@ -379,6 +379,25 @@ def test_two_servers_on_one_redis_answer_for_each_others_batches_and_files(env):
         other.stop()
 
 
+def test_batches_created_at_once_from_several_threads_all_complete(env):
+    from concurrent.futures import ThreadPoolExecutor
+
+    path = write_batch(env.tmp / "many.jsonl", [{"model": "demo", "prompt": f"p{i}"}
+                                                for i in range(6)])
+    file_id = upload(env, path)
+
+    def create(_: int) -> str:
+        return env.client.batches.create(input_file_id=file_id, endpoint="/v1/completions",
+                                         completion_window="24h").id
+
+    with ThreadPoolExecutor(6) as pool:
+        made = list(pool.map(create, range(6)))
+    assert len(set(made)) == 6
+    for batch_id in made:
+        batch = wait_batch(env, batch_id)
+        assert batch.status == "completed" and batch.request_counts.completed == 6
+
+
 def test_an_unknown_field_or_endpoint_or_window_is_a_400_naming_it(env):
     file_id = upload(env, write_batch(env.tmp / "one.jsonl", [{"model": "demo", "prompt": "x"}]))
     for extra, param in (({"extra_body": {"priority": 1}}, "priority"),
