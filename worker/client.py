@@ -8,14 +8,18 @@ from typing import Any
 
 import redis
 
-from jobs.errors import JobStateError
-from jobs.readers import InputLimits
-from jobs.redis_store import RedisJobStore
-from jobs.runner import manifest
-from jobs.sinks import ParquetSink, RedisPartSink
-from jobs.spec import JobSpec
-from jobs.store import TERMINAL, JobStatus
-from jobs.submit import submit_job
+from jobs import (
+    TERMINAL,
+    InputLimits,
+    JobSpec,
+    JobStateError,
+    JobStatus,
+    ParquetSink,
+    RedisJobStore,
+    RedisPartSink,
+    manifest,
+    submit_job,
+)
 from worker.advertise import live_workers
 from worker.app import TASK, create_app
 from worker.config import Settings

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 if TYPE_CHECKING:  # jobs.readers imports pyarrow: not at every CLI start
-    from jobs.readers import InputLimits
+    from jobs import InputLimits
 
 #: ``ssl_cert_reqs`` values that turn certificate checks off (redis-py and kombu spellings).
 _NO_CERT_CHECKS = {"none", "cert_none"}
@@ -96,7 +96,7 @@ class Settings:
 
     def input_limits(self) -> InputLimits:
         """The bounds `inferq submit` applies to an input file."""
-        from jobs.readers import InputLimits
+        from jobs import InputLimits
 
         return InputLimits(max_rows=self.max_rows, max_prompt_bytes=self.max_prompt_bytes,
                            max_total_bytes=self.max_input_bytes)

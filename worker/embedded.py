@@ -5,11 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from jobs.runner import ChunkRunner
-from jobs.sinks import ParquetSink
-from jobs.spec import JobSpec
-from jobs.store import JobStatus, MemoryJobStore
-from jobs.submit import submit_job
+from jobs import ChunkRunner, JobSpec, JobStatus, MemoryJobStore, ParquetSink, submit_job
 from worker.catalog import Catalog, CatalogEntry
 from worker.config import Settings
 from worker.models import ModelCache

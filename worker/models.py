@@ -10,7 +10,7 @@ from dataclasses import replace
 
 import inference
 from inference import LoadOptions, ModelLoadError, TextModel
-from jobs.spec import JobSpec
+from jobs import JobSpec
 from worker.catalog import Catalog
 
 log = logging.getLogger("inferq.models")

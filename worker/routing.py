@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from jobs.spec import JobSpec
+from jobs import JobSpec
 
 PREFIX = "inferq"
 

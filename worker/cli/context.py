@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 import click
 
-from jobs.spec import JOB_ID
+from jobs import JOB_ID
 from worker.config import Settings, redact
 
 if TYPE_CHECKING:

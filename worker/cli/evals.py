@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from jobs.errors import JobError
+from jobs import JobError
 from worker.cli.context import client_of, fail, settings_of
 from worker.cli.view import print_json, print_table
 from worker.evals import load, submit_suite

@@ -10,11 +10,8 @@ from typing import Any
 import click
 
 import inference
-from jobs import keys
-from jobs.errors import JobError, JobNotFound
-from jobs.reconcile import reconcile as rebuild
-from jobs.spec import spec_from_document
-from jobs.store import TERMINAL
+from jobs import TERMINAL, JobError, JobNotFound, keys, layout, spec_from_document
+from jobs import reconcile as rebuild
 from worker.cli.context import check_job_id, client_of, fail, settings_of
 from worker.cli.export import REFUSED_DOCUMENT, export_results, is_chat
 from worker.cli.options import build_spec, job_options
@@ -207,7 +204,8 @@ def reconcile(ctx: click.Context, job_id: str, input_path: str | None, as_json: 
     try:
         spec_doc = client.sink.read_document(job_id, "spec.json")
     except FileNotFoundError:
-        fail(f"no spec.json for {job_id} under {client.sink.root}", 2)
+        where = client.sink.location(layout.document(job_id, "spec.json"))
+        fail(f"no spec.json for {job_id} at {where}", 2)
     queue = queue_for(spec_from_document(spec_doc))
 
     def enqueue(job: str, chunk: int) -> None:

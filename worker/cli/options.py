@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from jobs.spec import DEFAULT_CHUNK_SIZE, JobSpec, options_from_dict
+from jobs import DEFAULT_CHUNK_SIZE, JobSpec, options_from_dict
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}

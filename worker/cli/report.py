@@ -31,8 +31,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import EngFormatter
 
-from jobs.evaluate import read_evaluations
-from jobs.sinks import ParquetSink
+from jobs import ParquetSink, layout, read_evaluations
 
 if TYPE_CHECKING:
     from matplotlib.typing import RcKeyType
@@ -84,7 +83,7 @@ def build_report(sink: ParquetSink, suite: str, *, min_score: float | None = Non
     runs = [r for r in rows if r["kind"] == "run"]
     if not runs:
         raise NoEvaluationRuns(f"no evaluation runs of suite {suite!r} under "
-                               f"{sink.root}/evaluations/suite={suite}")
+                               f"{sink.location(layout.evaluations_dir(suite))}")
     colours = {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(_series(runs))}
     latest = list({r["target"]: r for r in runs}.values())   # runs are oldest first
     charts = {"score": score_chart(runs, colours, min_score)}
@@ -102,7 +101,7 @@ def build_report(sink: ParquetSink, suite: str, *, min_score: float | None = Non
         suite=suite, scorers=", ".join(scorers), runs=[_table_row(r) for r in reversed(runs)],
         targets=sorted({r["target"] for r in runs}), breached=sum(r["breached"] for r in runs),
         first=_when(runs[0]["finished_at"]), last=_when(runs[-1]["finished_at"]),
-        generated=_when(now or datetime.now(UTC)), min_score=min_score, where=sink.root,
+        generated=_when(now or datetime.now(UTC)), min_score=min_score, where=sink.location(),
         threshold="not known" if min_score is None else f"{min_score:g}",
         images={name: _data_uri(png) for name, png in charts.items()}, labels=labels,
         no_confusion=_why_no_confusion(scorers) if confusion is None else None)

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from jobs.store import JobStatus
+from jobs import JobStatus
 
 
 def print_json(data: object) -> None:
