@@ -1,7 +1,8 @@
 """Run every benchmark and rewrite BENCHMARKS.md from their output.
 
-    ./bench/run_all                      # every benchmark (about 20 minutes on 2 cores)
+    ./bench/run_all                      # every benchmark (about 30 minutes on 2 cores)
     ./bench/run_all --only bench_queue   # one; the other sections are kept as they are
+    ./bench/run_all --only real          # the same, without the bench_ prefix
 
 Each benchmark prints its own markdown (machine, versions, the table); this script adds
 the command and the date, and keeps the hand-written reading of each section, which
@@ -26,6 +27,7 @@ BENCHES = (
     ("bench_mlx", "MLX backend vs mlx-lm's own batch generation"),
     ("bench_queue", "Queue overhead: submit, Redis, worker, Parquet vs in-process"),
     ("bench_ceiling", "Machinery ceiling (fake backend) and a million-row submit"),
+    ("bench_real", "A real model: SmolLM2-135M-Instruct on llama.cpp"),
 )
 
 HEADER = """# Benchmarks
@@ -34,7 +36,10 @@ Every figure comes from a script in `bench/`, run as shown, on the machine named
 against the alternative measured in the same run (medians of interleaved runs after a
 warm-up). Machines are shared and noisy: read the ratios, not the absolute rates. The
 model is the ~71M-parameter f32 llama with random weights that
-`inference.testing.BENCH_CONFIG` generates. `./bench/run_all` rewrites this page.
+`inference.testing.BENCH_CONFIG` generates (same weights as GGUF and as MLX
+safetensors, byte-level vocabulary: one token per byte of text), except in the last
+section, which runs a real model (SmolLM2-135M-Instruct, Q4_1). `./bench/run_all`
+rewrites this page.
 """
 
 
@@ -87,11 +92,28 @@ def compose(old_page: str, fresh: dict[str, str], when: str) -> str:
     return "\n\n".join(out) + "\n"
 
 
+def resolve(name: str) -> str | None:
+    """The module a ``--only`` name means: ``real`` and ``bench_real`` are the same."""
+    names = {m for m, _ in BENCHES}
+    for candidate in (name, f"bench_{name}"):
+        if candidate in names:
+            return candidate
+    return None
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     names = [m for m, _ in BENCHES]
-    parser.add_argument("--only", nargs="+", choices=names, default=names)
+    parser.add_argument("--only", nargs="+", metavar="NAME", default=names,
+                        help="benchmarks to run, with or without the bench_ prefix: "
+                             + ", ".join(n.removeprefix("bench_") for n in names))
     args = parser.parse_args()
+    only = [resolve(name) for name in args.only]
+    unknown = [name for name, module in zip(args.only, only, strict=True) if module is None]
+    if unknown:
+        parser.error(f"unknown benchmark {', '.join(unknown)}; choose from "
+                     + ", ".join(n.removeprefix("bench_") for n in names))
+    args.only = only
     fresh = {}
     for module in args.only:
         print(f"running bench.{module} ...", file=sys.stderr, flush=True)

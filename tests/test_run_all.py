@@ -30,3 +30,11 @@ def test_a_rerun_replaces_the_figures_and_keeps_the_reading_and_other_sections()
     for _module, title in BENCHES[1:]:
         assert new[title] == sections(first)[title]  # not rerun: kept as it was
         assert "run 2026-01-01" in new[title]
+
+
+def test_only_takes_names_with_or_without_the_bench_prefix():
+    from bench.run_all import resolve
+
+    assert resolve("real") == resolve("bench_real") == "bench_real"
+    assert resolve("queue") == "bench_queue"
+    assert resolve("nope") is None
