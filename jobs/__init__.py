@@ -50,7 +50,7 @@ from jobs.suites import Suite, SuiteError, load_suites
 
 if TYPE_CHECKING:
     from jobs.execute import DEFAULT_BATCH
-    from jobs.reconcile import ReconcileReport, reconcile
+    from jobs.reconcile import ReconcileReport, reconcile_job
     from jobs.redis_store import RedisJobStore
     from jobs.runner import ChunkReport, ChunkRunner, ModelProvider
 
@@ -58,7 +58,7 @@ _LAZY = {
     "DEFAULT_BATCH": "jobs.execute",
     "ChunkReport": "jobs.runner", "ChunkRunner": "jobs.runner", "ModelProvider": "jobs.runner",
     "RedisJobStore": "jobs.redis_store", "ReconcileReport": "jobs.reconcile",
-    "reconcile": "jobs.reconcile",
+    "reconcile_job": "jobs.reconcile",
 }
 
 __all__ = [
@@ -118,7 +118,7 @@ __all__ = [
     "options_from_dict",
     "read_evaluations",
     "read_input",
-    "reconcile",
+    "reconcile_job",
     "spec_from_document",
     "submit_job",
 ]

@@ -2,7 +2,7 @@
 
 The results location is the truth: ``spec.json`` says what the job is, each
 published part says which chunk finished and with how many error rows. After a
-Redis that lost its data (no persistence, a flush, a new server), `reconcile`
+Redis that lost its data (no persistence, a flush, a new server), `reconcile_job`
 recreates the job, records every chunk that has a part (by membership, so it
 is safe to run twice), re-reads the input file for the chunks that have none,
 and enqueues those again.
@@ -32,7 +32,7 @@ class ReconcileReport:
     state: str
 
 
-def reconcile(job_id: str, store: JobStore, sink: ParquetSink, enqueue: Enqueue, *,
+def reconcile_job(job_id: str, store: JobStore, sink: ParquetSink, enqueue: Enqueue, *,
               input_path: str | None = None) -> ReconcileReport:
     doc = sink.read_document(job_id, "spec.json")
     spec = spec_from_document(doc)

@@ -19,12 +19,11 @@ import pytest
 
 from inference import ClassifyResult, GenerateOptions, ModelLoadError, TextModel
 from inference.testing import FakeModel
-from jobs import ChunkRunner, FailurePolicy, JobState, Verdict
+from jobs import ChunkRunner, FailurePolicy, JobState, Verdict, reconcile_job
 from jobs.errors import JobNotFound
 from jobs.failures import isolation_budget
 from jobs.isolate import CRASH_CODE
 from jobs.lifecycle import ChunkSummary
-from jobs.reconcile import reconcile
 from jobs.rows import PAYLOAD_VERSION, InputRow, decode_chunk, encode_chunk
 from jobs.schema import (
     METRIC_FIELDS,
@@ -214,7 +213,8 @@ def test_reconcile_rebuilds_a_lost_store_from_the_parts_and_finishes(tmp_path: P
     job.store = MemoryJobStore()  # the store forgot everything
     job.runner.store = job.store
     job.queue.clear()
-    report = reconcile("job-1", job.store, job.sink, lambda _job, chunk: job.queue.append(chunk))
+    report = reconcile_job("job-1", job.store, job.sink,
+                           lambda _job, chunk: job.queue.append(chunk))
     assert (report.recreated, report.recorded, report.requeued) == (True, [0], [1, 2])
     assert job.drain() == ["ran", "ran"]
     status = job.store.status("job-1")

@@ -79,7 +79,7 @@ class Worker:
         self.name = name
         self.env = os.environ | {
             "INFERQ_BROKER_URL": broker_url, "INFERQ_RESULTS": results,
-            "INFERQ_WORKER_NAME": name, "INFERQ_HEARTBEAT_SECONDS": "0.5",
+            "INFERQ_WORKER_NAME": name, "INFERQ_HEARTBEAT_SECONDS": "1",
         } | {f"INFERQ_{k.upper()}": v for k, v in settings.items()}
         self.log = log_dir / f"{name}.log"
         self.redis = redis.Redis.from_url(broker_url)

@@ -10,8 +10,7 @@ from typing import Any
 import click
 
 import inference
-from jobs import TERMINAL, JobError, JobNotFound, keys, layout, spec_from_document
-from jobs import reconcile as rebuild
+from jobs import TERMINAL, JobError, JobNotFound, keys, layout, reconcile_job, spec_from_document
 from worker.cli.context import check_job_id, client_of, fail, settings_of
 from worker.cli.export import REFUSED_DOCUMENT, export_results, is_chat
 from worker.cli.options import build_spec, job_options
@@ -212,7 +211,7 @@ def reconcile(ctx: click.Context, job_id: str, input_path: str | None, as_json: 
         client.app.send_task(TASK, args=[job, chunk], queue=queue)
 
     try:
-        report = rebuild(job_id, client.store, client.sink, enqueue, input_path=input_path)
+        report = reconcile_job(job_id, client.store, client.sink, enqueue, input_path=input_path)
     except JobError as exc:
         fail(str(exc), 2)
     if as_json:
