@@ -12,9 +12,9 @@ import click
 import inference
 from jobs import TERMINAL, JobError, JobNotFound, keys, layout, reconcile_job, spec_from_document
 from worker.cli.context import check_job_id, client_of, fail, settings_of
-from worker.cli.export import REFUSED_DOCUMENT, export_results, is_chat
 from worker.cli.options import build_spec, job_options
 from worker.cli.view import Progress, print_json, print_table, show_status, status_dict
+from worker.export import REFUSED_DOCUMENT, export_results, is_chat
 from worker.routing import queue_for
 
 

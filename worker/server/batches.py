@@ -5,7 +5,7 @@ through `worker.client.Client.submit`, the path ``inferq submit`` takes. What th
 Batch object needs beyond the job's status lives in the job's spec metadata under
 ``inferq.*`` keys (endpoint, input file, window, validation errors), so any server
 can answer for any batch. Once the job has ended, its output and error files are
-exported from its Parquet parts by `worker.cli.export` (the code behind
+exported from its Parquet parts by `worker.export` (the code behind
 ``inferq results --openai``) as ``file-<job id>-output`` / ``-errors``, once.
 
 Lines refused on their own (`validate.Plan.refused`) run as error rows with an empty
@@ -26,8 +26,8 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict
 
 from jobs import JOB_ID, InvalidJobSpec, JobError, JobNotFound, JobSpec, JobState, JobStatus
-from worker.cli.export import ENDPOINT_KEY, REFUSED_DOCUMENT, export_results, is_chat
 from worker.client import Client, NoWorkerForJob
+from worker.export import ENDPOINT_KEY, REFUSED_DOCUMENT, export_results, is_chat
 from worker.server.auth import check_key
 from worker.server.errors import bad_request, not_found
 from worker.server.files import FileStore
