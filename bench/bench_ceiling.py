@@ -32,9 +32,9 @@ import redis
 from bench.bench_queue import QueueRig, check, classify_spec, write_prompts
 from bench.common import machine, timed, versions
 from jobs.store import JobStatus
-from tests.processes import RedisServer
 from worker.config import Settings
 from worker.embedded import run_embedded
+from worker.local import RedisServer
 
 INFERQ = str(Path(sys.executable).parent / "inferq")
 

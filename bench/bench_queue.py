@@ -39,10 +39,10 @@ from inference import GenerateOptions, LoadOptions, TextModel
 from jobs.execute import DEFAULT_BATCH
 from jobs.spec import DEFAULT_CHUNK_SIZE, JobSpec
 from jobs.store import JobStatus
-from tests.processes import RedisServer, Worker
 from worker.client import Client
 from worker.config import Settings
 from worker.embedded import run_embedded
+from worker.local import RedisServer, Worker
 
 LABELS = ("positive", "negative")
 REVIEWS = ["great product!!", "awful, broke...", "works as stated", "meh, it is fine",
