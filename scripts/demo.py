@@ -59,7 +59,10 @@ def summarise(results: Path, status: dict[str, object],
     print(f"accuracy: {right}/{len(rows)} = {right / len(rows):.1%} against the expected labels")
     print(f"parquet: {results}/results/job={job_id}/")
     query = f"select label, count(*) from '{results}/results/*/*.parquet' group by 1"
-    print(f"read it: python -c \"import duckdb; duckdb.sql(\\\"{query}\\\").show()\"")
+    python = Path(sys.executable)
+    if python.is_relative_to(ROOT):  # the .venv that scripts/demo set up
+        python = python.relative_to(ROOT)
+    print(f"read it: {python} -c \"import duckdb; duckdb.sql(\\\"{query}\\\").show()\"")
 
 
 def run_in_process(job: list[str], results: Path, models: Path) -> dict[str, object] | None:

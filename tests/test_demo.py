@@ -38,7 +38,7 @@ def check_summary(out: str) -> None:
     # The DuckDB line it prints runs, and counts every row.
     read_it = READ_IT.search(out)
     assert read_it, out
-    shown = subprocess.run(shlex.split(read_it[1]), capture_output=True, text=True,
+    shown = subprocess.run(shlex.split(read_it[1]), cwd=ROOT, capture_output=True, text=True,
                            check=True, timeout=60).stdout
     assert "positive" in shown and "negative" in shown
     assert sum(int(n) for n in re.findall(r"│\s+\w+\s+│\s+(\d+)\s+│", shown)) == total
