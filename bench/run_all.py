@@ -3,6 +3,7 @@
     ./bench/run_all                      # every benchmark (about 30 minutes on 2 cores)
     ./bench/run_all --only bench_queue   # one; the other sections are kept as they are
     ./bench/run_all --only real          # the same, without the bench_ prefix
+    ./bench/run_all --only serve         # inferq serve vs inferq submit (fake backend)
 
 Each benchmark prints its own markdown (machine, versions, the table); this script adds
 the command and the date, and keeps the hand-written reading of each section, which
@@ -28,6 +29,7 @@ BENCHES = (
     ("bench_queue", "Queue overhead: submit, Redis, worker, Parquet vs in-process"),
     ("bench_ceiling", "Machinery ceiling (fake backend) and a million-row submit"),
     ("bench_real", "A real model: SmolLM2-135M-Instruct on llama.cpp"),
+    ("bench_serve", "OpenAI Batch API: `inferq serve` vs `inferq submit`"),
 )
 
 HEADER = """# Benchmarks
