@@ -30,14 +30,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import openai
 
 from bench.common import machine, versions
-from worker.local import RedisServer, Worker, free_port
+from worker.local import RedisServer, Server, Worker
 
 INFERQ = str(Path(sys.executable).parent / "inferq")
 CLEAN_ENV = {k: v for k, v in os.environ.items() if not k.startswith("INFERQ_")}
@@ -64,45 +62,6 @@ def write_inputs(directory: Path, n: int) -> tuple[Path, Path]:
                                 "body": {"model": MODEL, "prompt": prompt(i),
                                          "max_tokens": MAX_TOKENS}}) + "\n")
     return plain, batch
-
-
-class Server:
-    """`inferq serve` as a subprocess on a free loopback port."""
-
-    def __init__(self, redis_url: str, results: Path, log: Path) -> None:
-        port = free_port()
-        self.url = f"http://127.0.0.1:{port}"
-        self.args = [INFERQ, "--broker-url", redis_url, "--results", str(results), "serve",
-                     "--port", str(port)]
-        self.env = CLEAN_ENV | {"INFERQ_API_KEYS": KEY,
-                                "INFERQ_BATCH_CHUNK_SIZE": str(CHUNK)}
-        self.log = log
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self, timeout: float = 60) -> None:
-        with open(self.log, "ab") as log:
-            self.process = subprocess.Popen(self.args, env=self.env, stdout=log,
-                                            stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                urllib.request.urlopen(f"{self.url}/v1/models", timeout=1)
-                return
-            except urllib.error.HTTPError:  # 401 without a key: it is up
-                return
-            except OSError:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"server did not come up:\n{self.log.read_text()}") from None
-                time.sleep(0.1)
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
 
 
 def custom_ids(text: str) -> list[str]:
@@ -175,7 +134,8 @@ def main() -> None:
     redis = RedisServer(tmp / "redis")
     worker = Worker(redis.url, str(results), "bench-worker", tmp, backends="fake",
                     fake_models=MODEL)
-    server = Server(redis.url, results, tmp / "serve.log")
+    server = Server(redis.url, str(results), tmp / "serve.log", api_keys=KEY,
+                    batch_chunk_size=str(CHUNK))
     serve_s: list[dict[str, float]] = []
     submit_s: list[dict[str, float]] = []
     try:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ import openai
 import pytest
 
 from jobs import ParquetSink
+from worker.local import Server
 
 INFERQ = str(Path(sys.executable).parent / "inferq")
 CLEAN_ENV = {k: v for k, v in os.environ.items() if not k.startswith("INFERQ_")}
@@ -29,47 +29,11 @@ LIMIT_LINES = 500
 pytestmark = pytest.mark.slow
 
 
-class Server:
-    """``inferq serve`` as a subprocess on a free loopback port."""
-
-    def __init__(self, redis_url: str, results: Path, log: Path, port: int) -> None:
-        self.args = [INFERQ, "--broker-url", redis_url, "--results", str(results), "serve",
-                     "--port", str(port)]
-        self.env = CLEAN_ENV | {"INFERQ_API_KEYS": f"{KEY},sk-test-two",
-                                "INFERQ_BATCH_CHUNK_SIZE": "4",
-                                "INFERQ_MAX_UPLOAD_BYTES": str(LIMIT_BYTES),
-                                "INFERQ_MAX_UPLOAD_LINES": str(LIMIT_LINES)}
-        self.url = f"http://127.0.0.1:{port}"
-        self.log = log
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self, timeout: float = 30) -> Server:
-        with open(self.log, "ab") as log:
-            self.process = subprocess.Popen(self.args, env=self.env, stdout=log,
-                                            stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                urllib.request.urlopen(f"{self.url}/v1/models", timeout=1)  # 401: it is up
-            except urllib.error.HTTPError:
-                return self
-            except OSError:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"server did not come up:\n{self.log.read_text()}") from None
-                time.sleep(0.1)
-
-    def kill(self) -> None:
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.kill()
+def new_server(redis_url: str, results: Path, log: Path, port: int) -> Server:
+    """``inferq serve`` with this module's keys, chunk size and upload limits."""
+    return Server(redis_url, str(results), log, port=port,
+                       api_keys=f"{KEY},sk-test-two", batch_chunk_size="4",
+                       max_upload_bytes=str(LIMIT_BYTES), max_upload_lines=str(LIMIT_LINES))
 
 
 @dataclass
@@ -90,7 +54,7 @@ def env(tmp_path_factory):
     results = base / "results"
     worker = Worker(redis.url, str(results), "w-serve", base, backends="fake",
                     fake_models="demo")
-    server = Server(redis.url, results, base / "serve.log", free_port())
+    server = new_server(redis.url, results, base / "serve.log", free_port())
     try:
         worker.start()
         server.start()
@@ -365,7 +329,7 @@ def test_rows_not_done_within_the_completion_window_end_as_batch_expired(env):
 def test_two_servers_on_one_redis_answer_for_each_others_batches_and_files(env):
     from tests.processes import free_port
 
-    other = Server(env.redis_url, env.results, env.tmp / "serve-2.log", free_port()).start()
+    other = new_server(env.redis_url, env.results, env.tmp / "serve-2.log", free_port()).start()
     try:
         second = openai.OpenAI(base_url=f"{other.url}/v1", api_key=KEY, max_retries=0)
         path = write_batch(env.tmp / "two.jsonl", [{"model": "demo", "prompt": "x"}] * 1)
@@ -452,7 +416,7 @@ def test_a_150_mb_upload_streams_to_disk_without_the_server_holding_it(env):
 
     from tests.processes import free_port
 
-    big = Server(env.redis_url, env.results, env.tmp / "serve-big.log", free_port())
+    big = new_server(env.redis_url, env.results, env.tmp / "serve-big.log", free_port())
     big.env |= {"INFERQ_MAX_UPLOAD_BYTES": str(300 * 2**20),
                 "INFERQ_MAX_UPLOAD_LINES": str(10**8)}
     big.start()

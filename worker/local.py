@@ -1,4 +1,4 @@
-"""Local processes on loopback: a private redis-server and `inferq worker` subprocesses.
+"""Local processes on loopback: a private redis-server, `inferq worker` and `inferq serve`.
 
 Used by ``scripts/demo``, the benchmarks and the tests, so that none of them
 depends on another's code. Nothing here is for production: a deployment runs its
@@ -14,6 +14,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from contextlib import suppress
 from pathlib import Path
 
@@ -112,3 +114,54 @@ class Worker:
                 self.kill()
                 self.process.wait()
         self.redis.close()
+
+
+class Server:
+    """``inferq serve`` as a subprocess on a free loopback port.
+
+    ``settings`` become ``INFERQ_*`` variables (``api_keys="sk-1"`` is
+    ``INFERQ_API_KEYS``); no other ``INFERQ_*`` variable of this process leaks in.
+    """
+
+    def __init__(self, broker_url: str, results: str, log: Path, *, port: int | None = None,
+                 **settings: str) -> None:
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.args = [str(Path(sys.executable).parent / "inferq"), "--broker-url", broker_url,
+                     "--results", results, "serve", "--port", str(self.port)]
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("INFERQ_")} | {
+            f"INFERQ_{k.upper()}": v for k, v in settings.items()}
+        self.log = log
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 60) -> Server:
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(self.args, env=self.env, stdout=log,
+                                            stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                urllib.request.urlopen(f"{self.url}/v1/models", timeout=1)
+                return self
+            except urllib.error.HTTPError:  # 401 without a key: it is up
+                return self
+            except OSError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"inferq serve did not come up:\n"
+                                       f"{self.log.read_text()}") from None
+                time.sleep(0.1)
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.process and self.process.poll() is None:
+            with suppress(ProcessLookupError):
+                os.killpg(self.process.pid, sig)
+            if sig == signal.SIGKILL:
+                self.process.wait()
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.kill(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.kill()
