@@ -10,7 +10,7 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 import pyarrow as pa
@@ -19,6 +19,7 @@ from inference import (
     BatchResult,
     ClassifyResult,
     GenerateMetrics,
+    GenerateOptions,
     InferenceError,
     TextModel,
 )
@@ -118,8 +119,9 @@ def error_rows(spec: JobSpec, rows: Sequence[InputRow], ctx: ChunkContext, code:
 
 def _base(spec: JobSpec, row: InputRow, ctx: ChunkContext) -> ResultRow:
     return ResultRow(job_id=ctx.job_id, row_index=row.index, custom_id=row.custom_id,
-                     chunk=ctx.chunk, op=spec.op, model=spec.model, backend=ctx.backend,
-                     worker=ctx.worker, expected=row.expected)
+                     chunk=ctx.chunk, op=spec.op, chat=row.messages is not None,
+                     model=spec.model, backend=ctx.backend, worker=ctx.worker,
+                     expected=row.expected)
 
 
 def _prompt_text(model: TextModel, row: InputRow) -> str | None:
@@ -133,11 +135,12 @@ def _prompt_text(model: TextModel, row: InputRow) -> str | None:
 def _run_batch(model: TextModel, spec: JobSpec, batch: Sequence[InputRow], ctx: ChunkContext,
                totals: _Totals) -> list[ResultRow]:
     out = [_base(spec, row, ctx) for row in batch]
-    runnable: list[int] = []
-    prompts: list[str] = []
+    #: Rows that run, grouped by the options they run with (a row's own over the job's).
+    groups: dict[GenerateOptions, list[tuple[int, str]]] = {}
     for k, row in enumerate(batch):
-        if not row.ok:
-            out[k].error_code, out[k].error_message = row.error_code, row.error_message
+        problem = _row_problem(spec, row)
+        if problem is not None:
+            out[k].error_code, out[k].error_message = problem
             continue
         try:
             text = _prompt_text(model, row)
@@ -148,22 +151,34 @@ def _run_batch(model: TextModel, spec: JobSpec, batch: Sequence[InputRow], ctx: 
             out[k].error_code = "unsupported"
             out[k].error_message = "this backend cannot render chat messages"
             continue
-        runnable.append(k)
-        prompts.append(text)
-    if prompts:
+        options = replace(spec.options, **row.options) if row.options else spec.options
+        groups.setdefault(options, []).append((k, text))
+    for options, members in groups.items():
+        prompts = [text for _, text in members]
         if spec.op == "classify":
-            classified = model.classify(prompts, spec.options)
-            for k, c in zip(runnable, classified, strict=True):
+            for (k, _), c in zip(members, model.classify(prompts, options), strict=True):
                 _set_classified(out[k], c)
         else:
-            generated = model.batch_generate(prompts, spec.options)
-            for k, g in zip(runnable, generated, strict=True):
+            for (k, _), g in zip(members, model.batch_generate(prompts, options), strict=True):
                 _set_generated(out[k], g)
         totals.add(model.metrics())
     for result_row in out:
         if spec.op == "generate" and result_row.error_code and not result_row.finish_reason:
             result_row.finish_reason = "error"
     return out
+
+
+def _row_problem(spec: JobSpec, row: InputRow) -> tuple[str, str] | None:
+    """Why ``row`` cannot run in this job, as (code, message); None when it can."""
+    if not row.ok:
+        return str(row.error_code), str(row.error_message)
+    if row.model is not None and row.model != spec.model:
+        return ("mismatched_model", f"the request names model {row.model!r}; this job runs "
+                f"{spec.model!r}: submit the row with that model, or drop body.model")
+    if spec.op == "generate" and row.options and row.options.get("labels"):
+        return ("invalid_parameter", "body.labels applies to classification; this job "
+                "generates text")
+    return None
 
 
 def _set_classified(row: ResultRow, result: ClassifyResult) -> None:

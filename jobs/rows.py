@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -17,12 +17,17 @@ ROW_ERROR_CODES = (
     "invalid_utf8",      # bytes that are not UTF-8
     "prompt_too_large",  # over the per-prompt byte limit
     "unsupported_payload",  # the chunk's input came in a payload version this worker lacks
+    "unsupported_parameter",  # a request body asks for what inferq cannot honour
+    "invalid_parameter",   # a request body's parameter has a value inferq refuses
+    "mismatched_model",    # a request names another model than the job's
 )
 
 #: The version of the chunk-input payload this inferq writes (`encode_chunk`).
-#: 1: a bare list of positional rows (before versioning); 2: the envelope below.
-PAYLOAD_VERSION = 2
-PAYLOAD_VERSIONS = (1, 2)
+#: 1: a bare list of positional rows (before versioning); 2: the envelope below;
+#: 3: rows also carry their own options and model (written only for chunks that have
+#: such rows, so workers that read version 2 keep serving every other job).
+PAYLOAD_VERSION = 3
+PAYLOAD_VERSIONS = (1, 2, 3)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -40,6 +45,10 @@ class InputRow:
     error_code: str | None = None
     error_message: str | None = None
     expected: str | None = None  #: the labelled answer, for evaluation datasets
+    #: `GenerateOptions` fields this row sets for itself (a request body's ``max_tokens``,
+    #: ``temperature``, ``labels``...), over the job's options; None = the job's options.
+    options: Mapping[str, Any] | None = None
+    model: str | None = None     #: the model the row's request named; None = not named
 
     @property
     def ok(self) -> bool:
@@ -48,15 +57,25 @@ class InputRow:
     def to_json(self) -> list[Any]:
         """A compact JSON-able form for chunk payloads."""
         messages = [[m.role, m.content] for m in self.messages] if self.messages else None
-        return [self.index, self.custom_id, self.prompt, messages, self.error_code,
+        data = [self.index, self.custom_id, self.prompt, messages, self.error_code,
                 self.error_message, self.expected]
+        if self.has_request_fields:
+            data += [dict(self.options) if self.options else None, self.model]
+        return data
+
+    @property
+    def has_request_fields(self) -> bool:
+        """True when the row carries its own options or model (payload version 3)."""
+        return bool(self.options) or self.model is not None
 
     @classmethod
     def from_json(cls, data: list[Any]) -> InputRow:
-        index, custom_id, prompt, messages, code, message, expected = data
+        index, custom_id, prompt, messages, code, message, expected = data[:7]
+        options, model = data[7:9] if len(data) >= 9 else (None, None)
         return cls(index=index, custom_id=custom_id, prompt=prompt,
                    messages=tuple(Message(r, c) for r, c in messages) if messages else None,
-                   error_code=code, error_message=message, expected=expected)
+                   error_code=code, error_message=message, expected=expected,
+                   options=options or None, model=model)
 
 
 def with_expected(row: InputRow, value: object) -> InputRow:
@@ -75,7 +94,8 @@ def encode_chunk(rows: Sequence[InputRow]) -> dict[str, Any]:
     identity outside the versioned body, so a worker that does not know the body's
     version can still answer every row with an error row.
     """
-    return {"version": PAYLOAD_VERSION, "index": [r.index for r in rows],
+    version = 3 if any(r.has_request_fields for r in rows) else 2
+    return {"version": version, "index": [r.index for r in rows],
             "custom_id": [r.custom_id for r in rows], "rows": [r.to_json() for r in rows]}
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 2  # 2: the expected column (evaluation datasets)
+SCHEMA_VERSION = 3  # 2: the expected column (evaluation datasets); 3: chat
 
 #: A chunk's generation totals, summed per backend in the store and in its summary.
 SUMMARY_METRICS = ("prompt_tokens", "generated_tokens", "prefill_seconds", "decode_seconds",
@@ -31,6 +31,7 @@ RESULTS_SCHEMA = pa.schema([
     ("custom_id", pa.string()),
     ("chunk", pa.int32()),
     ("op", pa.string()),
+    ("chat", pa.bool_()),                      # the row was chat messages (null before v3)
     ("model", pa.string()),
     ("backend", pa.string()),
     ("worker", pa.string()),
@@ -56,6 +57,7 @@ class ResultRow:
     custom_id: str
     chunk: int
     op: str
+    chat: bool | None = None
     model: str
     backend: str
     worker: str

@@ -217,7 +217,18 @@ class ParquetSink:
                   for c in self.part_chunks(job_id)]
         if not tables:
             return RESULTS_SCHEMA.empty_table()
-        return pa.concat_tables(tables).sort_by("row_index")
+        return with_results_schema(pa.concat_tables(tables, promote_options="default")
+                                   ).sort_by("row_index")
+
+
+def with_results_schema(table: pa.Table) -> pa.Table:
+    """``table`` with `RESULTS_SCHEMA`'s columns in order: parts written by an older
+    inferq lack the newer columns (``chat``), which read as nulls."""
+    for name in RESULTS_SCHEMA.names:
+        if name not in table.schema.names:
+            table = table.append_column(RESULTS_SCHEMA.field(name),
+                                        pa.nulls(table.num_rows, RESULTS_SCHEMA.field(name).type))
+    return table.select(RESULTS_SCHEMA.names)
 
 
 class RedisPartSink:

@@ -264,9 +264,18 @@ def test_chunk_payloads_carry_a_version_and_round_trip() -> None:
     rows = [InputRow(index=3, custom_id="a", prompt="hi", expected="yes"),
             InputRow(index=4, custom_id="b", error_code="empty_prompt", error_message="x")]
     payload = encode_chunk(rows)
-    assert payload["version"] == PAYLOAD_VERSION
+    assert payload["version"] == 2  # no row carries its own options: readable by older workers
     assert decode_chunk(json.loads(json.dumps(payload))) == rows
     assert decode_chunk([r.to_json() for r in rows]) == rows  # version 1: a bare list
+
+
+def test_rows_with_their_own_options_travel_in_payload_version_3() -> None:
+    rows = [InputRow(index=0, custom_id="a", prompt="hi",
+                     options={"max_tokens": 5, "stop_strings": ["\n"]}, model="m"),
+            InputRow(index=1, custom_id="b", prompt="ho")]
+    payload = encode_chunk(rows)
+    assert payload["version"] == PAYLOAD_VERSION == 3
+    assert decode_chunk(json.loads(json.dumps(payload))) == rows
 
 
 def test_a_worker_answers_a_payload_version_it_does_not_know_with_an_error_row_per_row(
