@@ -80,6 +80,28 @@ class ChatRenderer(Protocol):
 
 
 @runtime_checkable
+class ChatNative(Protocol):
+    """Optional: a model that takes conversations as they are (a server applies its template).
+
+    Each item is a prompt text or a conversation (a sequence of `Message`),
+    mixed in any order; a conversation is answered by the assistant's reply to
+    it. Callers holding chat messages prefer these methods to `ChatRenderer`.
+    """
+
+    def classify_chat(
+        self, items: Sequence[str | Sequence[Message]], options: GenerateOptions | None = None
+    ) -> list[ClassifyResult]:
+        """`TextModel.classify` for prompts and conversations; one result per item, in order."""
+        ...
+
+    def batch_chat(
+        self, items: Sequence[str | Sequence[Message]], options: GenerateOptions | None = None
+    ) -> list[BatchResult]:
+        """`TextModel.batch_generate` for prompts and conversations; one result per item."""
+        ...
+
+
+@runtime_checkable
 class Backend(Protocol):
     """An engine that loads models, under one registry name.
 

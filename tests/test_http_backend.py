@@ -266,7 +266,8 @@ def test_a_url_that_is_not_http_is_rejected(url: str) -> None:
 class _FakeServer:
     """A loopback server listing one model; ``answer`` decides each POST's reply."""
 
-    def __init__(self, answer: Callable[[int], tuple[int, dict[str, Any]] | None]) -> None:
+    def __init__(self,
+                 answer: Callable[[int], tuple[int, dict[str, Any] | bytes] | None]) -> None:
         self.posts = 0
         self.auth: list[str] = []
         self.release = threading.Event()
@@ -287,8 +288,8 @@ class _FakeServer:
                     return
                 self._reply(*reply)
 
-            def _reply(self, status: int, body: dict[str, Any]) -> None:
-                data = json.dumps(body).encode()
+            def _reply(self, status: int, body: dict[str, Any] | bytes) -> None:
+                data = body if isinstance(body, bytes) else json.dumps(body).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
@@ -351,14 +352,44 @@ def test_a_400_is_not_retried_and_carries_the_servers_message() -> None:
     assert fake.posts == 2
 
 
-def test_a_server_slower_than_the_timeout_fails_with_a_timeout() -> None:
+def test_a_server_slower_than_the_timeout_gives_the_row_a_timeout_error() -> None:
     with _FakeServer(lambda n: None) as fake:
         model = _connect(fake.url, timeout=0.3, attempts=2)
         start = time.monotonic()
-        with pytest.raises(GenerationError, match="timed out"):
-            model.batch_generate(["hi"])
+        [result] = model.batch_generate(["hi"])
         assert time.monotonic() - start < 3
+    assert result.error is not None and result.error.code == "server_error"
+    assert "timed out" in str(result.error)
     assert fake.posts == 2
+
+
+def test_a_server_that_went_down_gives_every_row_an_error_naming_it() -> None:
+    with _FakeServer(lambda n: (200, _COMPLETION)) as fake:
+        model = _connect(fake.url, attempts=2)
+    results = model.batch_generate(["a", "b", "c"])
+    classified = model.classify(["a", "b"], GenerateOptions(labels=("x", "y")))
+    for result in [*results, *classified]:
+        assert result.error is not None and result.error.code == "server_error"
+        assert fake.url in str(result.error) and "refused" in str(result.error)
+    assert [r.error.index for r in results if r.error] == [0, 1, 2]
+    assert all(r.finish_reason == "error" for r in results)
+
+
+def test_an_answer_that_is_not_json_gives_the_row_an_error_quoting_it() -> None:
+    with _FakeServer(lambda n: (200, b"<html>proxy error</html>")) as fake:
+        [result] = _connect(fake.url).batch_generate(["hi"])
+    assert result.error is not None and result.error.code == "server_error"
+    assert "not JSON" in str(result.error) and "proxy error" in str(result.error)
+
+
+def test_an_answer_without_choices_gives_the_row_an_error_quoting_it() -> None:
+    with _FakeServer(lambda n: (200, {"status": "ok"})) as fake:
+        model = _connect(fake.url)
+        [generated] = model.batch_generate(["hi"])
+        [classified] = model.classify(["hi"])
+    for result in (generated, classified):
+        assert result.error is not None and result.error.code == "server_error"
+        assert "'status': 'ok'" in str(result.error)
 
 
 def test_the_api_key_is_sent_as_a_bearer_token(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -36,6 +36,10 @@ class HttpStatusError(GenerationError):
         super().__init__(f"{url}: HTTP {status}: {message}")
 
 
+class ServerUnreachable(GenerationError):
+    """No answer at all: the connection failed or timed out, after every attempt."""
+
+
 class JsonClient:
     """Requests to one server's API, below ``base`` (scheme, host, port, path)."""
 
@@ -53,6 +57,7 @@ class JsonClient:
             raise ValueError(f"attempts={attempts!r}: must be at least 1")
         self._base = base
         self._prefix = base.path.rstrip("/")
+        self._api_key = api_key
         self._headers = {"Accept": "application/json, text/event-stream"}
         if api_key:
             self._headers["Authorization"] = f"Bearer {api_key}"
@@ -60,6 +65,12 @@ class JsonClient:
         self.timeout = timeout     #: seconds to wait for each read of the response
         self.attempts = attempts
         self.backoff = backoff     #: first retry's delay; doubles with each attempt
+
+    def below(self, path: str) -> JsonClient:
+        """The same server and settings, with ``path`` as the base path."""
+        return JsonClient(self._base._replace(path=path), api_key=self._api_key,
+                          connect_timeout=self.connect_timeout, timeout=self.timeout,
+                          attempts=self.attempts, backoff=self.backoff)
 
     def url(self, path: str) -> str:
         return f"{self._base.scheme}://{self._base.netloc}{self._prefix}{path}"
@@ -92,7 +103,7 @@ class JsonClient:
         try:
             raw = resp.read()
         except (OSError, http.client.HTTPException) as exc:
-            raise GenerationError(f"{self.url(path)}: {self._reason(exc)}") from exc
+            raise ServerUnreachable(f"{self.url(path)}: {self._reason(exc)}") from exc
         finally:
             resp.close()
             conn.close()
@@ -114,7 +125,7 @@ class JsonClient:
                 conn, resp = self._send(method, path, payload, headers)
             except (OSError, http.client.HTTPException) as exc:
                 if attempt == self.attempts:
-                    raise GenerationError(f"{url}: {self._reason(exc)}{tries}") from exc
+                    raise ServerUnreachable(f"{url}: {self._reason(exc)}{tries}") from exc
                 self._sleep(attempt, None)
                 continue
             if resp.status < 400:

@@ -1,30 +1,39 @@
 """`HttpModel`: a model served by an OpenAI-compatible server, as a `TextModel`.
 
-What differs from a local engine, by method:
+Tested against llama.cpp's own ``llama-server`` and llama-cpp-python's server
+(``python -m llama_cpp.server``), each compared row by row with the local
+llama.cpp backend on the same GGUF. What differs from a local engine:
 
+- Conversations go to ``/chat/completions`` as ``messages``: the server
+  renders them with the model's own chat template. ``chat`` streams the reply;
+  ``classify_chat`` and ``batch_chat`` (the `ChatNative` capability) take
+  prompts and conversations mixed. ``render_chat`` is refused, so that no
+  conversation is ever rendered here with a fallback template. Prompt texts go
+  to ``/completions``.
 - ``generate`` and ``chat`` stream (server-sent events). Tokens carry the
   server's ids when it sends them, else id -1. ``stop_tokens`` are honoured
   client-side from those ids; a server that sends no ids (llama.cpp's and
   llama-cpp-python's servers) cannot honour them, and the stream raises
-  `UnsupportedOperation` at its first token. ``chat`` lets the server apply
-  the model's chat template.
-- ``classify`` asks for one greedy token per prompt. Labels are scored over
-  their full token sequence from the server's echoed prompt log-probabilities
-  (``echo`` with ``logprobs``: llama-cpp-python's server and vLLM have it); on a
-  server without them, or where a token straddles the prompt/label boundary,
-  the prompt's result carries ``PromptError("unsupported", ...)``: no
-  first-token approximation is substituted. Whole-vocabulary logits are not
-  available over HTTP (`UnsupportedOperation`).
-- ``batch_generate`` sends non-streaming requests; each result holds the whole
-  completion as one token (id -1, or the server's ids with the text on the
-  first). ``stop_tokens`` raise `UnsupportedOperation` there.
-- Prompts go out concurrently (``LoadOptions.parallel_slots``, default 4); a
-  4xx answer becomes that prompt's error (``prompt_too_long`` when the server
-  says the context is exceeded, else ``engine_error``), while an unreachable
-  or failing server (5xx, timeouts, after retries) raises `GenerationError`.
-- Metrics: token counts from the server's ``usage`` (generated tokens counted
-  client-side when a stream has none); prefill is the time to the first
-  token, decode the rest. Memory fields stay 0: the memory is the server's.
+  `UnsupportedOperation` at its first token.
+- ``batch_generate`` / ``batch_chat`` send non-streaming requests; a result's
+  tokens are the server's ids when it sends them, else as many id -1 tokens as
+  ``usage.completion_tokens`` says, the whole text on the first. ``stop_tokens``
+  raise `UnsupportedOperation` there.
+- ``classify`` asks for one greedy token per item; labels are scored over
+  their full token sequence from generated-token log-probabilities, one request
+  per item plus one per label that the first answer's top tokens do not cover
+  (see `_http_labels`). Whole-vocabulary logits are not available
+  (`UnsupportedOperation`).
+- Items go out concurrently (``LoadOptions.parallel_slots``, default 4; start
+  llama-server with ``-np`` at least that). Every item gets its own result:
+  4xx becomes ``prompt_too_long`` or ``engine_error``; an unreachable server,
+  5xx after retries, or an answer that is not OpenAI-shaped becomes
+  ``server_error`` naming the URL and the fault (see `_http_batch`). Streams
+  raise `GenerationError` instead.
+- Metrics: see `_http_metrics` (token counts from ``usage``; llama.cpp's
+  ``timings`` split the wall time into prefill and decode). Streams: prefill is
+  the time to the first token, decode the rest, generated tokens from ``usage``
+  or counted client-side. Memory fields stay 0: the memory is the server's.
   ``info()`` has the sizes the server's ``/models`` lists (llama.cpp's
   ``meta``, vLLM's ``max_model_len``), 0 for the rest.
 
@@ -33,9 +42,11 @@ and no token ids; streamed text drops some multi-byte characters that the
 non-streamed answer keeps; ``max_tokens`` can be overshot by a few tokens
 around incomplete UTF-8; an over-long prompt in a stream yields an empty 200
 (raised here as `GenerationError`); a request failing validation answers 500
-(so it is retried); ``/models`` lists ids only; and unless started with
-``--interrupt_requests False`` it cuts a stream short when another request
-arrives (raised here, never returned as a short answer).
+(so it is retried); ``/models`` lists ids only; its echoed prompt
+log-probabilities are off by one position on models without BOS (not used
+here); no ``timings``; and unless started with ``--interrupt_requests False``
+it cuts a stream short when another request arrives (raised here, never
+returned as a short answer).
 """
 
 from __future__ import annotations
@@ -43,14 +54,13 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
 from urllib.parse import unquote, urlsplit
 
-from inference._base import BaseTextModel, label_distribution, options_or_default
+from inference._base import BaseTextModel, options_or_default
 from inference.backends import _http_openai as api
-from inference.backends._http_client import HttpStatusError, JsonClient, JsonObject
-from inference.errors import GenerationError, ModelLoadError, PromptError, UnsupportedOperation
+from inference.backends._http_batch import Batcher
+from inference.backends._http_client import JsonClient, JsonObject
+from inference.errors import GenerationError, ModelLoadError, UnsupportedOperation
 from inference.options import GenerateOptions, LoadOptions
 from inference.types import (
     BatchResult,
@@ -65,8 +75,6 @@ from inference.types import (
 API_KEY_ENV = "INFERQ_HTTP_API_KEY"
 DEFAULT_SLOTS = 4
 
-_T = TypeVar("_T")
-_R = TypeVar("_R")
 
 
 class HttpModel(BaseTextModel):
@@ -80,6 +88,9 @@ class HttpModel(BaseTextModel):
         self._id = str(entry["id"])
         self._slots = slots
         self.url = url or client.url("")
+        base = urlsplit(client.url("")).path.rstrip("/")
+        root = client.below(base[:-3] if base.endswith("/v1") else base)
+        self._batcher = Batcher(client, root, self._id, slots, self.url)
 
     @classmethod
     def connect(
@@ -215,115 +226,53 @@ class HttpModel(BaseTextModel):
 
     # -- batches --------------------------------------------------------------------
 
+    def render_chat(self, messages: Sequence[Message]) -> str:
+        """Refused: the server renders conversations with the model's own template.
+
+        Send them as they are with `classify_chat` / `batch_chat` (or `chat`).
+        """
+        raise UnsupportedOperation(
+            f"{self.url} renders chat messages with the model's own template: send them "
+            "with classify_chat or batch_chat, not as text rendered here")
+
     def classify(
         self, prompts: Sequence[str], options: GenerateOptions | None = None
     ) -> list[ClassifyResult]:
+        return self.classify_chat(prompts, options)
+
+    def classify_chat(
+        self, items: Sequence[str | Sequence[Message]], options: GenerateOptions | None = None
+    ) -> list[ClassifyResult]:
+        """`classify` for prompts and conversations (sent to ``/chat/completions``)."""
         self._check_open()
         options = options_or_default(options)
         if options.logits:
             raise UnsupportedOperation(
                 "an OpenAI-compatible server does not return whole-vocabulary logits")
-        start = time.perf_counter()
-        results = self._map(lambda i: self._classify_one(i, prompts[i], options.labels),
-                            range(len(prompts)))
-        total = time.perf_counter() - start
-        self._metrics = GenerateMetrics(prompt_tokens=sum(r.prompt_tokens for r in results),
-                                        prefill_seconds=total, total_seconds=total)
+        results, self._metrics = self._batcher.classify(items, options)
         return results
-
-    def _classify_one(self, index: int, prompt: str, labels: tuple[str, ...]) -> ClassifyResult:
-        if not prompt:
-            return ClassifyResult(error=PromptError("empty_prompt", "prompt is empty",
-                                                    index=index))
-        try:
-            answer = self._complete(api.greedy_body(prompt))
-        except HttpStatusError as exc:
-            if not api.is_prompt_error(exc):
-                raise
-            return ClassifyResult(error=api.prompt_error(exc, index))
-        choice = api.first_choice(answer)
-        tokens = api.tokens_of(str(choice.get("text") or ""), api.token_ids(choice))
-        result = ClassifyResult(token=tokens[0],
-                                prompt_tokens=api.usage(answer)[0])
-        if not labels:
-            return result
-        scores: dict[str, float] = {}
-        for label in labels:
-            score = self._score_label(index, prompt, label)
-            if isinstance(score, PromptError):
-                return ClassifyResult(error=score, prompt_tokens=result.prompt_tokens)
-            scores[label] = score
-        winner, probs = label_distribution(scores)
-        return ClassifyResult(token=result.token, label=winner, label_probs=probs,
-                              prompt_tokens=result.prompt_tokens)
-
-    def _score_label(self, index: int, prompt: str, label: str) -> float | PromptError:
-        body = {**api.greedy_body(prompt + label), "echo": True, "logprobs": 0}
-        try:
-            answer = self._complete(body)
-        except HttpStatusError as exc:
-            if not api.is_prompt_error(exc):
-                raise
-            error = api.prompt_error(exc, index, label=label)
-            if error.code == "label_too_long":
-                return error
-            return PromptError("unsupported", f"{self.url} cannot score labels: {exc.message}",
-                               index=index)
-        score = api.label_logprob(api.first_choice(answer), prompt, label)
-        if isinstance(score, str):
-            return PromptError("unsupported", f"{self.url} cannot score labels: {score}",
-                               index=index)
-        return score
 
     def batch_generate(
         self, prompts: Sequence[str], options: GenerateOptions | None = None
     ) -> list[BatchResult]:
+        return self.batch_chat(prompts, options)
+
+    def batch_chat(
+        self, items: Sequence[str | Sequence[Message]], options: GenerateOptions | None = None
+    ) -> list[BatchResult]:
+        """`batch_generate` for prompts and conversations (sent to ``/chat/completions``)."""
         self._check_open()
         options = options_or_default(options)
         if options.stop_tokens:
             raise UnsupportedOperation(
                 "batch_generate over HTTP cannot stop at token ids; use stop_strings")
-        body = {"model": self._id, **api.sampling_body(options)}
-        counts: list[int] = [0] * len(prompts)
-
-        def one(index: int) -> BatchResult:
-            if not prompts[index]:
-                return BatchResult(finish_reason="error", error=PromptError(
-                    "empty_prompt", "prompt is empty", index=index))
-            try:
-                answer = self._complete({**body, "prompt": prompts[index]})
-            except HttpStatusError as exc:
-                if not api.is_prompt_error(exc):
-                    raise
-                return BatchResult(finish_reason="error", error=api.prompt_error(exc, index))
-            choice = api.first_choice(answer)
-            text, ids = str(choice.get("text") or ""), api.token_ids(choice)
-            tokens = api.tokens_of(text, ids) if text or ids else []
-            prompt_tokens, counts[index] = api.usage(answer)
-            reason = "length" if choice.get("finish_reason") == "length" else "stop"
-            return BatchResult(tokens=tuple(tokens), finish_reason=reason,
-                               prompt_tokens=prompt_tokens)
-
-        start = time.perf_counter()
-        results = self._map(one, range(len(prompts)))
-        self._metrics = GenerateMetrics(
-            prompt_tokens=sum(r.prompt_tokens for r in results), generated_tokens=sum(counts),
-            total_seconds=time.perf_counter() - start)
+        results, self._metrics = self._batcher.generate(items, options)
         return results
 
-    def _complete(self, body: JsonObject) -> JsonObject:
-        return self._client.post("/completions", {"model": self._id, **body})
-
-    def _map(self, fn: Callable[[_T], _R], items: Sequence[_T]) -> list[_R]:
-        """``fn`` over ``items`` on the thread pool; results in order."""
-        if len(items) <= 1:
-            return [fn(item) for item in items]
-        pool = ThreadPoolExecutor(max_workers=min(self._slots, len(items)),
-                                  thread_name_prefix="inferq-http")
-        try:
-            return list(pool.map(fn, items))
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+    @property
+    def last_requests(self) -> int:
+        """Requests answered during the last classify or batch (label scoring included)."""
+        return self._batcher.requests
 
     # -- description ------------------------------------------------------------------
 
