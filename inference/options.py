@@ -80,6 +80,7 @@ class LoadOptions:
     batch_tokens: int = 0      #: tokens per engine call; 0 = backend default
     adapter_path: str = ""     #: LoRA adapter to apply; "" = none
     threads: int = 0           #: CPU threads; 0 = backend default
+    prefix_cache_tokens: int = 0  #: KV cells kept for prefixes across calls; 0 = default, -1 = off
 
     def __post_init__(self) -> None:
         _require(self.context_len >= 0, "context_len", self.context_len,
@@ -91,3 +92,5 @@ class LoadOptions:
         _require(self.batch_tokens >= 0, "batch_tokens", self.batch_tokens,
                  "must be >= 0 (0 = backend default)")
         _require(self.threads >= 0, "threads", self.threads, "must be >= 0 (0 = default)")
+        _require(self.prefix_cache_tokens >= -1, "prefix_cache_tokens", self.prefix_cache_tokens,
+                 "must be >= -1 (0 = backend default, -1 = off)")

@@ -62,14 +62,17 @@ def test_classify_logits_match_the_engines_high_level_api(model, reference):
         assert result.prompt_tokens == len(encode(prompt))
 
 
-def test_shared_prefix_is_computed_once_and_changes_no_result(model):
+def test_shared_prefix_is_computed_once_and_changes_no_result(tiny_model):
     prompts = [PREFIX + s for s in ("great film", "awful", "meh, fine", "loved it!!", "no")]
-    shared = model.classify(prompts, GenerateOptions(logits=True))
-    reused = model.reused_prefix_tokens
-    assert reused == len(encode(PREFIX)) * (len(prompts) - 1)
-    for prompt, result in zip(prompts, shared, strict=True):
-        alone = model.classify([prompt], GenerateOptions(logits=True))[0]
+    # The prefix cache off: nothing is kept from one call to the next.
+    with inference.load_model(str(tiny_model.gguf_path),
+                              LoadOptions(backend="llama_cpp", prefix_cache_tokens=-1)) as model:
+        shared = model.classify(prompts, GenerateOptions(logits=True))
+        reused = model.reused_prefix_tokens
+        assert reused == len(encode(PREFIX)) * (len(prompts) - 1)
+        singles = [model.classify([p], GenerateOptions(logits=True))[0] for p in prompts]
         assert model.reused_prefix_tokens == 0
+    for result, alone in zip(shared, singles, strict=True):
         assert result.token == alone.token
         np.testing.assert_allclose(result.logits, alone.logits, atol=1e-2)
 

@@ -259,8 +259,10 @@ class Engine:
     def clear_memory(self) -> None:
         lc.llama_memory_clear(self.memory, True)
 
-    def copy_sequence(self, src: int, dst: int) -> None:
-        lc.llama_memory_seq_cp(self.memory, src, dst, -1, -1)
+    def copy_sequence(self, src: int, dst: int, start: int = -1, end: int = -1) -> None:
+        """Give ``dst`` the cells ``src`` holds at positions ``start`` up to ``end``
+        (-1 = from the first, to the last); a unified cache shares them, copying nothing."""
+        lc.llama_memory_seq_cp(self.memory, src, dst, start, end)
 
     def remove_sequence(self, seq: int, start: int = -1) -> None:
         """Drop ``seq``'s cells from position ``start`` on (-1 = all)."""

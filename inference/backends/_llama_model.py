@@ -3,7 +3,9 @@
 classify: prompts go to llama.cpp in groups; each group is one decode call with
 one sequence per prompt and logits only at each prompt's last token. When the
 group's prompts share a leading token prefix, that prefix is decoded once and
-its KV cells copied to every sequence, so only the suffixes are computed.
+its KV cells copied to every sequence, so only the suffixes are computed. The
+prefix's cells then stay in the context (`PrefixCache`), so the next call (the
+next chunk of a job, a later job) starting with it decodes only its suffixes.
 
 batch_generate and generate: continuous batching. Every step is one decode call
 holding the next token of each running sequence and the whole prompt of each
@@ -31,6 +33,7 @@ from inference._base import (
 from inference._memory import current_rss_bytes, peak_rss_bytes
 from inference._stream import TokenStream
 from inference.backends._llama_engine import ContextShape, Engine, Sampler, default_threads
+from inference.backends._llama_prefix import DEFAULT_ENTRIES, Match, PrefixCache
 from inference.backends._llama_probe import probe
 from inference.errors import GenerationError, ModelLoadError, PromptError
 from inference.gguf_header import file_type_bits, read_gguf_header
@@ -46,6 +49,8 @@ from inference.types import (
 DEFAULT_CONTEXT = 4096    #: context_len when LoadOptions leaves it 0 (capped by the model's)
 DEFAULT_SLOTS = 64        #: sequences per decode call when parallel_slots is 0
 MIN_SHARED_PREFIX = 4     #: shorter common prefixes are not worth a separate decode
+MIN_CACHED_PREFIX = 16    #: shorter matches with a kept prefix are decoded anew
+MAX_SEQUENCES = 256       #: llama.cpp's limit on sequence ids (LLAMA_MAX_SEQ)
 
 FloatArray = np.ndarray[Any, np.dtype[np.float32]]
 
@@ -53,7 +58,8 @@ FloatArray = np.ndarray[Any, np.dtype[np.float32]]
 class LlamaModel(BaseTextModel):
     """A GGUF model on llama.cpp, with batched classify and generation."""
 
-    def __init__(self, engine: Engine, path: str, backend: str) -> None:
+    def __init__(self, engine: Engine, path: str, backend: str, *, prefix_entries: int = 0,
+                 prefix_budget: int = 0) -> None:
         super().__init__()
         self._engine = engine
         self._path = path
@@ -61,10 +67,14 @@ class LlamaModel(BaseTextModel):
         shape = engine.shape
         self._kv_cells = shape.n_ctx
         self._seq_limit = min(shape.n_ctx, engine.n_ctx_train or shape.n_ctx)
-        self._slots = shape.n_seq_max
+        self._slots = shape.n_seq_max - prefix_entries
+        self._prefixes = PrefixCache(engine, self._slots, entries=prefix_entries,
+                                     budget=min(prefix_budget, shape.n_ctx))
         self._run: object | None = None  # the operation that owns the context now
-        #: Prompt tokens the last classify did not compute, thanks to shared prefixes.
+        #: Prompt tokens the last classify did not compute: shared prefixes, kept or not.
         self.reused_prefix_tokens = 0
+        #: Of those, the tokens whose cells came from a prefix kept by an earlier call.
+        self.cached_prefix_tokens = 0
 
     @classmethod
     def load(cls, path: str, options: LoadOptions, *, backend: str) -> LlamaModel:
@@ -82,11 +92,14 @@ class LlamaModel(BaseTextModel):
         context = options.context_len or min(engine.n_ctx_train or DEFAULT_CONTEXT,
                                              DEFAULT_CONTEXT)
         batch = options.batch_tokens or 512
-        shape = ContextShape(n_ctx=context, n_seq_max=options.parallel_slots or DEFAULT_SLOTS,
+        entries = 0 if options.prefix_cache_tokens < 0 else DEFAULT_ENTRIES
+        slots = min(options.parallel_slots or DEFAULT_SLOTS, MAX_SEQUENCES - entries)
+        shape = ContextShape(n_ctx=context, n_seq_max=slots + entries,
                              n_batch=context, n_ubatch=min(batch, context),
                              threads=options.threads or default_threads())
         engine.create_context(shape)
-        return cls(engine, path, backend)
+        budget = options.prefix_cache_tokens or context // 2
+        return cls(engine, path, backend, prefix_entries=entries, prefix_budget=budget)
 
     # -- description ------------------------------------------------------------------
 
@@ -152,18 +165,24 @@ class LlamaModel(BaseTextModel):
             except PromptError as err:
                 results[i] = ClassifyResult(error=err)
         prefill = 0.0
-        self.reused_prefix_tokens = 0
-        for group in self._classify_groups(valid, reserve):
-            if self._run is not run:
-                raise GenerationError("another operation started on this model mid-classify")
-            last_logits, seconds = self._prefill_group([ids for _, ids in group])
-            prefill += seconds
-            label_lp: list[dict[str, float]] = [{} for _ in group]
-            if labels:
-                seconds = self._score_labels(group, last_logits, opts.labels, labels, label_lp)
+        self.reused_prefix_tokens = self.cached_prefix_tokens = 0
+        try:
+            for group in self._classify_groups(valid, reserve):
+                if self._run is not run:
+                    raise GenerationError("another operation started on this model "
+                                          "mid-classify")
+                last_logits, seconds = self._prefill_group([ids for _, ids in group], reserve)
                 prefill += seconds
-            for k, (i, ids) in enumerate(group):
-                results[i] = self._classify_result(last_logits[k], label_lp[k], len(ids), opts)
+                label_lp: list[dict[str, float]] = [{} for _ in group]
+                if labels:
+                    prefill += self._score_labels(group, last_logits, opts.labels, labels,
+                                                  label_lp)
+                for k, (i, ids) in enumerate(group):
+                    results[i] = self._classify_result(last_logits[k], label_lp[k], len(ids),
+                                                       opts)
+        except GenerationError:
+            self._clear_memory()  # the cells of a failed call are not to be trusted
+            raise
         prompt_tokens = sum(len(ids) for _, ids in valid)
         self._metrics = _metrics(prompt_tokens, 0, prefill, 0.0, time.perf_counter() - started)
         return [r if r is not None else ClassifyResult(error=PromptError(
@@ -191,25 +210,53 @@ class LlamaModel(BaseTextModel):
         if group:
             yield group
 
-    def _prefill_group(self, group: list[list[int]]) -> tuple[list[FloatArray], float]:
-        """One decode call for the group; the logits at each prompt's last token."""
-        engine, batch = self._engine, self._engine.batch
-        engine.clear_memory()
-        shared = _shared_prefix(group)
+    def _prefill_group(self, group: list[list[int]],
+                       reserve: int) -> tuple[list[FloatArray], float]:
+        """One decode call for the group; the logits at each prompt's last token.
+
+        The leading tokens that a kept prefix covers take its cells; the rest of
+        the group's shared prefix is decoded once in sequence 0, copied to the
+        others and kept for later calls.
+        """
+        engine, batch, n = self._engine, self._engine.batch, len(group)
         started = time.perf_counter()
-        if shared:
+        self._release_slots()
+        shared = _shared_prefix(group)
+        kept = self._prefixes.match(group, max(MIN_CACHED_PREFIX, MIN_SHARED_PREFIX))
+        prefix = max(shared, kept.tokens)
+        need = prefix - kept.tokens + sum(len(ids) - prefix for ids in group) + n * reserve
+        if not self._prefixes.make_room(need, self._kv_cells, kept.entry):
+            kept, prefix = Match(), shared
+        self._prefixes.lend(kept, range(n if prefix == kept.tokens else 1))
+        if prefix > kept.tokens:
             batch.clear()
-            batch.add(group[0][:shared], 0, 0, logits="none")
+            batch.add(group[0][kept.tokens:prefix], 0, kept.tokens, logits="none")
             engine.decode()
-            for seq in range(1, len(group)):
+            for seq in range(1, n):
                 engine.copy_sequence(0, seq)
-            self.reused_prefix_tokens += shared * (len(group) - 1)
+            if prefix >= max(MIN_CACHED_PREFIX, MIN_SHARED_PREFIX):
+                self._prefixes.remember(0, group[0][:prefix], kept)
+        self.reused_prefix_tokens += kept.tokens * n + (prefix - kept.tokens) * (n - 1)
+        self.cached_prefix_tokens += kept.tokens * n
         batch.clear()
-        rows = [batch.add(ids[shared:], seq, shared) + len(ids) - shared - 1
+        rows = [batch.add(ids[prefix:], seq, prefix) + len(ids) - prefix - 1
                 for seq, ids in enumerate(group)]
         engine.decode()
         logits = [engine.logits(row) for row in rows]
         return logits, time.perf_counter() - started
+
+    def _release_slots(self) -> None:
+        """Free the decode slots' cells; kept prefixes stay."""
+        for seq in range(self._slots):
+            self._engine.remove_sequence(seq)
+
+    def _clear_memory(self) -> None:
+        self._engine.clear_memory()
+        self._prefixes.forget()
+
+    def cached_prefixes(self) -> list[list[int]]:
+        """Token ids of the prefixes whose KV cells this model keeps between calls."""
+        return self._prefixes.prefixes()
 
     def _score_labels(self, group: list[tuple[int, list[int]]], last_logits: list[FloatArray],
                       names: tuple[str, ...], labels: list[list[int]],
@@ -297,7 +344,7 @@ class LlamaModel(BaseTextModel):
         running: dict[int, _Sequence] = {}
         free = list(range(self._slots - 1, -1, -1))
         reserved = 0
-        engine.clear_memory()
+        self._clear_memory()
         try:
             while pending or running:
                 if self._run is not run:
