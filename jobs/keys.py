@@ -23,6 +23,10 @@
     inferq:eval:<suite>:history:<target>     list   run summaries, newest first (bounded)
     inferq:eval:slot:<suite>:<slot>          string a schedule slot claimed (one run per slot)
     inferq:alerts                            stream breached thresholds, for watchers (capped)
+    inferq:batches:validating                zset   job id -> lease end: batches `inferq serve`
+                                                    is validating (a stale lease is resumed)
+    inferq:batch:<id>                        hash   such a batch's create request (JSON) and
+                                                    cancelling_at, until its job exists
 """
 
 from __future__ import annotations
@@ -82,6 +86,12 @@ def worker(name: str) -> str:
 
 
 EVAL_SUITES = f"{PREFIX}:eval:suites"
+VALIDATING_BATCHES = f"{PREFIX}:batches:validating"
+
+
+def pending_batch(job_id: str) -> str:
+    return f"{PREFIX}:batch:{job_id}"
+
 ALERTS = f"{PREFIX}:alerts"
 
 

@@ -5,15 +5,18 @@ published part says which chunk finished and with how many error rows. After a
 Redis that lost its data (no persistence, a flush, a new server), `reconcile_job`
 recreates the job, records every chunk that has a part (by membership, so it
 is safe to run twice), re-reads the input file for the chunks that have none,
-and enqueues those again.
+and enqueues those again; or, when the job's deadline has passed, expires them
+(`jobs.expire.expire_job`: error rows ``expired``, through the path workers publish
+by), so a job whose window ended while nobody ran it ends ``expired``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from jobs.errors import InputFileError
+from jobs.expire import expire_job, past_deadline
 from jobs.lifecycle import JobState, finalize, summary_from_parts
 from jobs.readers import read_input
 from jobs.rows import InputRow
@@ -30,6 +33,7 @@ class ReconcileReport:
     recorded: list[int]    #: chunks newly recorded from their parts
     requeued: list[int]    #: chunks without a part, enqueued again
     state: str
+    expired: list[int] = field(default_factory=list)  #: chunks expired: past the deadline
 
 
 def reconcile_job(job_id: str, store: JobStore, sink: ParquetSink, enqueue: Enqueue, *,
@@ -57,6 +61,10 @@ def reconcile_job(job_id: str, store: JobStore, sink: ParquetSink, enqueue: Enqu
             raise InputFileError(job_id, "spec.json names no input file; pass --input")
         for chunk, rows in _chunks(path, doc.get("format"), spec.chunk_size, set(missing)):
             store.put_chunk_input(job_id, chunk, rows)
+        if past_deadline(store, job_id):
+            report = expire_job(store, sink, job_id)
+            return ReconcileReport(job_id, recreated, recorded, [], store.status(job_id).state,
+                                   expired=report.expired if report else [])
         for chunk in missing:
             enqueue(job_id, chunk)
     elif store.status(job_id).chunks_done >= chunks:

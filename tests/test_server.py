@@ -16,8 +16,10 @@ from pathlib import Path
 
 import openai
 import pytest
+import redis as redis_lib
 
 from jobs import ParquetSink
+from tests.faults import check_job
 from worker.local import Server
 
 INFERQ = str(Path(sys.executable).parent / "inferq")
@@ -33,7 +35,8 @@ def new_server(redis_url: str, results: Path, log: Path, port: int) -> Server:
     """``inferq serve`` with this module's keys, chunk size and upload limits."""
     return Server(redis_url, str(results), log, port=port,
                        api_keys=f"{KEY},sk-test-two", batch_chunk_size="4",
-                       max_upload_bytes=str(LIMIT_BYTES), max_upload_lines=str(LIMIT_LINES))
+                       max_upload_bytes=str(LIMIT_BYTES), max_upload_lines=str(LIMIT_LINES),
+                       sweep_seconds="0.5")
 
 
 @dataclass
@@ -223,6 +226,23 @@ def test_batches_list_newest_first_with_after_and_limit(env):
     assert every[:3] == made[::-1] and len(every) == len(set(every))
 
 
+def test_the_sdk_pages_through_every_batch_and_file_exactly_once_newest_first(env):
+    path = write_batch(env.tmp / "paged.jsonl", [{"model": "demo", "prompt": "x"}])
+    uploaded = [upload(env, path) for _ in range(5)]
+    made = [env.client.batches.create(input_file_id=uploaded[0], endpoint="/v1/completions",
+                                      completion_window="24h").id for _ in range(5)]
+    every = [b.id for b in env.client.batches.list(limit=2)]
+    assert len(every) == len(set(every)) and every[:5] == made[::-1]
+    by_time = [b.created_at for b in env.client.batches.list(limit=3)]
+    assert by_time == sorted(by_time, reverse=True)
+    files = [f.id for f in env.client.files.list(limit=2, purpose="batch")]
+    assert len(files) == len(set(files)) and files[:5] == uploaded[::-1]
+    page = env.client.files.list(limit=2, after=uploaded[3])
+    assert [f.id for f in page.data] == uploaded[2::-1][:2] and page.has_more
+    with pytest.raises(openai.BadRequestError):
+        env.client.files.list(limit=0)
+
+
 def test_cancel_stops_a_running_batch_and_keeps_its_finished_rows(env):
     path = write_batch(env.tmp / "slow.jsonl",
                        [{"model": "demo", "prompt": f"@@slow:0.4@@ {i}"} for i in range(24)])
@@ -249,12 +269,14 @@ def test_a_malformed_file_fails_validation_with_errors_naming_each_line(env):
                                                       "max_tokens": 9}}),
         json.dumps(good),
     ]) + "\n")
-    batch = env.client.batches.create(input_file_id=upload(env, path),
-                                      endpoint="/v1/completions", completion_window="24h")
+    created = env.client.batches.create(input_file_id=upload(env, path),
+                                        endpoint="/v1/completions", completion_window="24h")
+    assert created.status == "validating" and created.errors is None
+    batch = wait_batch(env, created.id)
     assert batch.status == "failed" and batch.failed_at
     found = {(e.line, e.code) for e in batch.errors.data}
-    assert found == {(2, "invalid_json"), (3, "mismatched_model"), (4, "mixed_parameters"),
-                     (5, "duplicate_custom_id")}
+    # (lines 3 and 4, another model and other parameters, are per-line matters now)
+    assert {(2, "invalid_json"), (5, "duplicate_custom_id")} <= found
     assert env.client.batches.retrieve(batch.id).errors.data[0].line == 2
 
 
@@ -286,8 +308,9 @@ def test_a_line_asking_for_what_inferq_cannot_honour_is_an_error_line_and_the_re
 
 def test_a_model_no_worker_serves_fails_the_batch_with_model_not_found(env):
     path = write_batch(env.tmp / "nomodel.jsonl", [{"model": "nobody-serves", "prompt": "x"}])
-    batch = env.client.batches.create(input_file_id=upload(env, path),
-                                      endpoint="/v1/completions", completion_window="24h")
+    created = env.client.batches.create(input_file_id=upload(env, path),
+                                        endpoint="/v1/completions", completion_window="24h")
+    batch = wait_batch(env, created.id)
     assert batch.status == "failed"
     assert [e.code for e in batch.errors.data] == ["model_not_found"]
 
@@ -324,6 +347,133 @@ def test_rows_not_done_within_the_completion_window_end_as_batch_expired(env):
     assert errors and {e["error"]["code"] for e in errors} == {"batch_expired"}
     done = lines(env, batch.output_file_id) if batch.output_file_id else []
     assert len(done) + len(errors) == 12 and len(done) == batch.request_counts.completed
+
+
+def ids_in(env: Env, batch) -> list[str]:
+    """Every custom_id of a batch's output and error files, repeats kept."""
+    return [line["custom_id"] for file_id in (batch.output_file_id, batch.error_file_id)
+            if file_id for line in lines(env, file_id)]
+
+
+def test_a_batch_whose_only_worker_died_before_running_it_expires_on_time(env):
+    from tests.processes import Worker, free_port
+
+    path = write_batch(env.tmp / "ghost.jsonl",
+                       [{"model": "ghost", "prompt": f"p{i}"} for i in range(10)])
+    file_id = upload(env, path)
+    other = new_server(env.redis_url, env.results, env.tmp / "serve-sweep.log",
+                       free_port()).start()  # a second server sweeping the same Redis
+    ghost = Worker(env.redis_url, str(env.results), "w-ghost", env.tmp, backends="fake",
+                   fake_models="ghost").start()
+    ghost.kill()  # SIGKILL: its advertisement lives a few seconds more, nothing consumes
+    try:
+        created = env.client.batches.create(input_file_id=file_id, endpoint="/v1/completions",
+                                            completion_window="2s")
+        assert created.status in ("validating", "in_progress")
+        batch = wait_batch(env, created.id, timeout=30)
+    finally:
+        other.stop()
+        ghost.stop()
+    assert batch.status == "expired" and batch.expired_at >= batch.expires_at
+    assert batch.output_file_id is None
+    counts = batch.request_counts
+    assert (counts.total, counts.completed, counts.failed) == (10, 0, 10)
+    errors = lines(env, batch.error_file_id)
+    assert sorted(e["custom_id"] for e in errors) == [f"r-{i:03d}" for i in range(10)]
+    assert {(e["error"]["code"], e["response"]) for e in errors} == {("batch_expired", None)}
+    check_job(env.redis_url, env.results, batch.id.removeprefix("batch_"),
+              [f"r-{i:03d}" for i in range(10)], max_attempts=3)
+
+
+def test_a_batch_whose_worker_stopped_midway_expires_keeping_its_finished_rows(env):
+    from tests.processes import Worker
+
+    path = write_batch(env.tmp / "half.jsonl",
+                       [{"model": "half", "prompt": f"@@slow:0.15@@ {i}"} for i in range(40)])
+    file_id = upload(env, path)
+    worker = Worker(env.redis_url, str(env.results), "w-half", env.tmp, backends="fake",
+                    fake_models="half").start()
+    try:
+        created = env.client.batches.create(input_file_id=file_id, endpoint="/v1/completions",
+                                            completion_window="6s")
+        deadline = time.monotonic() + 30
+        while env.client.batches.retrieve(created.id).request_counts.completed < 8:
+            assert time.monotonic() < deadline, "no chunk finished in 30 s"
+            time.sleep(0.1)
+    finally:
+        worker.stop()  # warm: it finishes the chunk it runs, then takes no other
+    batch = wait_batch(env, created.id, timeout=30)
+    assert batch.status == "expired"
+    counts = batch.request_counts
+    assert 8 <= counts.completed < 40 and counts.completed + counts.failed == 40
+    output, errors = lines(env, batch.output_file_id), lines(env, batch.error_file_id)
+    assert len(output) == counts.completed and len(errors) == counts.failed
+    assert {e["error"]["code"] for e in errors} == {"batch_expired"}
+    every = ids_in(env, batch)
+    assert sorted(every) == [f"r-{i:03d}" for i in range(40)]  # each once, across both files
+    check_job(env.redis_url, env.results, batch.id.removeprefix("batch_"),
+              [f"r-{i:03d}" for i in range(40)], max_attempts=3)
+
+
+def test_a_batch_reports_validating_until_its_job_is_queued(env):
+    from jobs import keys
+
+    path = write_batch(env.tmp / "validating.jsonl",
+                       [{"model": "demo", "prompt": f"p{i}"} for i in range(8)])
+    created = env.client.batches.create(input_file_id=upload(env, path),
+                                        endpoint="/v1/completions", completion_window="24h")
+    assert created.status == "validating" and created.request_counts.total == 0
+    assert created.expires_at == created.created_at + 24 * 3600
+    client = redis_lib.Redis.from_url(env.redis_url)
+    job_id = created.id.removeprefix("batch_")
+    seen = {env.client.batches.retrieve(created.id).status}
+    batch = wait_batch(env, created.id)
+    assert batch.status == "completed" and batch.request_counts.total == 8
+    assert seen <= {"validating", "in_progress", "finalizing", "completed"}
+    assert not client.exists(keys.pending_batch(job_id))  # the request is dropped
+    assert client.zscore(keys.VALIDATING_BATCHES, job_id) is None
+
+
+def test_a_batch_left_validating_by_a_stopped_server_is_resumed_by_another(env):
+    """What a server killed mid-validation leaves: the batch's request with a lease that
+    ran out, and no job; or a job half-submitted. The sweep of a live server resumes the
+    first and fails the second cleanly."""
+    from jobs import JobSpec, keys
+    from jobs.redis_store import RedisJobStore
+
+    path = write_batch(env.tmp / "resumed.jsonl",
+                       [{"model": "demo", "prompt": f"p{i}"} for i in range(6)])
+    file_id = upload(env, path)
+    client = redis_lib.Redis.from_url(env.redis_url)
+    now = time.time()
+    request = {"input_file_id": file_id, "endpoint": "/v1/completions",
+               "completion_window": "24h", "metadata": {"left": "validating"},
+               "created_at": now}
+    resumed, half = f"job-{int(now * 1000):011x}-0000aaaa", f"job-{int(now * 1000):011x}-0000bbbb"
+    for job_id in (resumed, half):
+        client.hset(keys.pending_batch(job_id), "request", json.dumps(request))
+        client.zadd(keys.VALIDATING_BATCHES, {job_id: now - 1})  # its lease ran out
+    RedisJobStore(client).create_job(JobSpec(op="generate", model="demo", job_id=half,
+                                             created_at=now, metadata={
+                                                 "inferq.endpoint": "/v1/completions"}),
+                                     total=0, chunks=0)  # stopped while storing chunks
+    assert env.client.batches.retrieve(f"batch_{resumed}").status == "validating"
+    batch = wait_batch(env, f"batch_{resumed}")
+    assert batch.status == "completed" and batch.request_counts.completed == 6
+    assert batch.metadata == {"left": "validating"}
+    failed = wait_batch(env, f"batch_{half}")
+    assert failed.status == "failed" and "create it again" in failed.errors.data[0].message
+    assert client.zcard(keys.VALIDATING_BATCHES) == 0
+
+
+def test_cancelling_a_validating_batch_cancels_it_once_its_job_exists(env):
+    path = write_batch(env.tmp / "cancel-early.jsonl",
+                       [{"model": "demo", "prompt": f"@@slow:0.3@@ {i}"} for i in range(40)])
+    created = env.client.batches.create(input_file_id=upload(env, path),
+                                        endpoint="/v1/completions", completion_window="24h")
+    assert env.client.batches.cancel(created.id).status in ("cancelling", "cancelled")
+    batch = wait_batch(env, created.id)
+    assert batch.status == "cancelled" and batch.request_counts.completed < 40
 
 
 def test_two_servers_on_one_redis_answer_for_each_others_batches_and_files(env):

@@ -8,7 +8,9 @@ results root, so a server can be killed, restarted, or run beside another.
 Modules: ``app`` (the application factory), ``settings`` (keys and limits from the
 environment), ``auth`` (bearer keys), ``errors`` (OpenAI's error shape), ``upload``
 (streaming multipart), ``files``, ``validate`` (an input file read as a batch),
-``batches`` and ``models``.
+``batches``, ``pending`` (batches being validated, leased in Redis) and ``models``.
+While it serves, the app sweeps Redis: jobs past their deadline end ``expired``
+(`jobs.expire`), and batches a stopped server was validating are resumed.
 """
 
 from worker.server.app import create_app

@@ -79,11 +79,14 @@ class FileStore:
         for meta in self.dir.glob("file-*.json") if self.dir.exists() else ():
             try:
                 obj = json.loads(meta.read_text())
+                written = meta.stat().st_mtime_ns  # finer than created_at's seconds
             except (FileNotFoundError, ValueError):
                 continue  # deleted meanwhile
             if purpose is None or obj.get("purpose") == purpose:
-                found.append(obj)
-        return sorted(found, key=lambda o: (-o["created_at"], o["id"]))
+                found.append((written, obj))
+        found.sort(key=lambda w: w[1]["id"], reverse=True)  # uploads: time-ordered ids
+        found.sort(key=lambda w: -w[0])  # stable: ties keep the order of their ids
+        return [obj for _, obj in found]
 
     def delete(self, file_id: str) -> None:
         content, meta = self._paths(file_id)
@@ -94,7 +97,8 @@ class FileStore:
 
 
 def new_file_id() -> str:
-    return f"file-{secrets.token_hex(12)}"
+    """A time-ordered, unguessable id: ``file-<unix µs hex>-<random hex>``."""
+    return f"file-{time.time_ns() // 1000:014x}-{secrets.token_hex(8)}"
 
 
 router = APIRouter(dependencies=[Depends(check_key)])
@@ -122,13 +126,17 @@ async def create_file(request: Request) -> dict[str, Any]:
 @router.get("/v1/files")
 def list_files(request: Request, purpose: str | None = None, limit: int = 10_000,
                after: str | None = None, order: str = "desc") -> dict[str, Any]:
+    if order not in ("asc", "desc"):
+        raise bad_request(f"order {order!r}: use 'asc' or 'desc'", param="order")
+    if not 1 <= limit <= 10_000:
+        raise bad_request("limit must be 1 to 10,000", param="limit")
     found = _files(request).list(purpose)
     if order == "asc":
         found.reverse()
     if after:
         ids = [o["id"] for o in found]
         found = found[ids.index(after) + 1:] if after in ids else []
-    page = found[:max(1, min(limit, 10_000))]
+    page = found[:limit]
     return {"object": "list", "data": page, "has_more": len(found) > len(page),
             "first_id": page[0]["id"] if page else None,
             "last_id": page[-1]["id"] if page else None}

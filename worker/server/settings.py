@@ -6,6 +6,9 @@
   ``INFERQ_MAX_UPLOAD_LINES`` (default 50,000 requests, OpenAI's): past either, an
   upload is refused with 413 and nothing is kept.
 - ``INFERQ_BATCH_CHUNK_SIZE``: rows per chunk of a batch's job (default 256).
+- ``INFERQ_SWEEP_SECONDS``: how often the server sweeps Redis (default 5, 0 = never):
+  it ends the jobs past their deadline that no worker ended (`jobs.expire.Sweeper`)
+  and resumes the validation of batches whose server stopped (`pending`).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ class ServerSettings:
     max_upload_bytes: int = 200 * 2**20     #: an upload's largest file
     max_upload_lines: int = 50_000          #: an upload's most lines (requests)
     chunk_size: int = 256                   #: rows per chunk of a batch's job
+    sweep_seconds: float = 5.0              #: between sweeps (expiry, resumption); 0 = none
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> ServerSettings:
@@ -31,7 +35,8 @@ class ServerSettings:
         return cls(api_keys=keys,
                    max_upload_bytes=_positive(env, "INFERQ_MAX_UPLOAD_BYTES", 200 * 2**20),
                    max_upload_lines=_positive(env, "INFERQ_MAX_UPLOAD_LINES", 50_000),
-                   chunk_size=_positive(env, "INFERQ_BATCH_CHUNK_SIZE", 256))
+                   chunk_size=_positive(env, "INFERQ_BATCH_CHUNK_SIZE", 256),
+                   sweep_seconds=_seconds(env, "INFERQ_SWEEP_SECONDS", 5.0))
 
 
 def _positive(env: Mapping[str, str], name: str, default: int) -> int:
@@ -44,6 +49,19 @@ def _positive(env: Mapping[str, str], name: str, default: int) -> int:
         raise ValueError(f"{name}={raw!r} is not a whole number") from None
     if value <= 0:
         raise ValueError(f"{name}={raw!r} must be positive")
+    return value
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "")
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a number of seconds") from None
+    if not 0 <= value < float("inf"):
+        raise ValueError(f"{name}={raw!r} must be 0 (never) or a positive number of seconds")
     return value
 
 
