@@ -151,3 +151,26 @@ def test_reconcile_expires_a_job_past_its_deadline_instead_of_requeueing_it(redi
     assert queued == [] and report.state == "expired"
     status, _ = check_job(redis_url, results, job_id, ids, max_attempts=3)
     assert (status.state, status.failed) == ("expired", 10)
+
+
+def test_with_results_via_redis_the_sweep_publishes_where_workers_do(redis_url, tmp_path):
+    import redis
+
+    from jobs import RedisPartSink
+
+    results = tmp_path / "results"
+    client = redis.Redis.from_url(redis_url)
+    path = tmp_path / "in.jsonl"
+    path.write_text("".join(json.dumps({"custom_id": f"r{i}", "prompt": "x"}) + "\n"
+                            for i in range(6)))
+    now = time.time()
+    spec = JobSpec(op="generate", model="demo", chunk_size=4, deadline=now - 1,
+                   created_at=now - 2)
+    store, sink = RedisJobStore(client), RedisPartSink(client)
+    submit_job(spec, str(path), store, sink, lambda job, chunk: None)
+    assert [r.expired for r in Sweeper(store, sink).sweep()] == [[0, 1]]
+    assert sink.has_part(spec.job_id, 0) and sink.has_part(spec.job_id, 1)
+    sink.collect(spec.job_id, 2, ParquetSink(str(results)))
+    status, _ = check_job(redis_url, results, spec.job_id, [f"r{i}" for i in range(6)],
+                          max_attempts=3)
+    assert (status.state, status.failed) == ("expired", 6)
