@@ -8,6 +8,7 @@ tokens whose text could be the start of a stop string until it knows.
 from __future__ import annotations
 
 import codecs
+from dataclasses import replace
 
 from inference.types import Token
 
@@ -22,12 +23,15 @@ class TokenStream:
         self.stopped = False  #: a stop string was seen; nothing more is emitted
         self.count = 0        #: tokens fed, the stop string's included
 
-    def feed(self, token_id: int, piece: bytes) -> list[Token]:
-        """Add one token; returns the tokens that can be emitted now."""
+    def feed(self, token_id: int, piece: bytes, logprob: float | None = None,
+             top_logprobs: tuple[tuple[str, float], ...] = ()) -> list[Token]:
+        """Add one token (with its log-probabilities, if asked for); returns the tokens
+        that can be emitted now."""
         if self.stopped:
             return []
         self.count += 1
-        self._pending.append(Token(token_id, self._decoder.decode(piece)))
+        self._pending.append(Token(token_id, self._decoder.decode(piece), logprob,
+                                   top_logprobs))
         if not self._stops:
             return self._release(len(self._pending))
         text = "".join(t.text for t in self._pending)
@@ -45,7 +49,7 @@ class TokenStream:
         tail = self._decoder.decode(b"", final=True)  # an unfinished character -> U+FFFD
         if tail and self._pending:
             last = self._pending[-1]
-            self._pending[-1] = Token(last.id, last.text + tail)
+            self._pending[-1] = replace(last, text=last.text + tail)
         return self._release(len(self._pending))
 
     def _release(self, n: int) -> list[Token]:
@@ -72,7 +76,7 @@ class TokenStream:
             if end >= cut:
                 break
             keep = token.text[: cut - end]
-            out.append(Token(token.id, keep))
+            out.append(replace(token, text=keep))
             end += len(token.text)
         self._pending = []
         return out

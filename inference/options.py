@@ -15,6 +15,10 @@ def _require(condition: bool, field_name: str, value: object, rule: str) -> None
         raise ValueError(f"{field_name}={value!r}: {rule}")
 
 
+#: The most alternatives a token's log-probability comes with (OpenAI's limit).
+MAX_TOP_LOGPROBS = 20
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class GenerateOptions:
     """How to sample, and what to return. Used by every `TextModel` method."""
@@ -30,6 +34,8 @@ class GenerateOptions:
     seed: int | None = None               #: makes sampling reproducible; None = random
     logits: bool = False                  #: classify returns the last position's logits
     labels: tuple[str, ...] = ()          #: classify scores these labels; () = free token
+    logprobs: bool = False                #: generated tokens carry their log-probability
+    top_logprobs: int = 0                 #: ... and the this-many likeliest alternatives
 
     def __post_init__(self) -> None:
         # Accept lists for the tuple fields; store tuples so the object stays hashable.
@@ -59,6 +65,10 @@ class GenerateOptions:
                      "labels are non-empty strings")
         _require(len(set(self.labels)) == len(self.labels), "labels", self.labels,
                  "labels must be unique")
+        _require(isinstance(self.top_logprobs, int) and 0 <= self.top_logprobs <= MAX_TOP_LOGPROBS,
+                 "top_logprobs", self.top_logprobs, f"must be in [0, {MAX_TOP_LOGPROBS}]")
+        _require(self.logprobs or not self.top_logprobs, "top_logprobs", self.top_logprobs,
+                 "needs logprobs=True")
         if self.seed is not None:
             _require(isinstance(self.seed, int) and self.seed >= 0, "seed", self.seed,
                      "must be a non-negative integer or None")

@@ -18,6 +18,13 @@ class Token:
 
     id: int
     text: str
+    #: The token's log-probability under the model, when asked for
+    #: (`GenerateOptions.logprobs`); None otherwise. Before sampling's temperature, top-k
+    #: or top-p, as OpenAI reports it.
+    logprob: float | None = None
+    #: The likeliest tokens at this position as (text, log-probability), most likely
+    #: first (`GenerateOptions.top_logprobs` of them).
+    top_logprobs: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,17 +12,32 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pyarrow as pa  # type: ignore[import-untyped, unused-ignore]
 
-from inference import Message
+from inference import GenerateOptions, Message
 from jobs.errors import InputFileError
 from jobs.rows import InputRow, with_expected
 
 #: OpenAI Batch API endpoints a job can run, and the body key each expects.
 URLS = {"/v1/completions": "prompt", "/v1/chat/completions": "messages"}
+
+#: Request body parameters a row honours, and the `GenerateOptions` field each sets.
+#: ``top_k``, ``min_p`` and ``repeat_penalty`` are llama.cpp's extensions; ``labels``
+#: is inferq's (it makes the row a classification over those labels).
+BODY_OPTIONS = {"max_tokens": "max_tokens", "max_completion_tokens": "max_tokens",
+                "temperature": "temperature", "top_p": "top_p", "top_k": "top_k",
+                "min_p": "min_p", "repeat_penalty": "repeat_penalty", "stop": "stop_strings",
+                "seed": "seed", "labels": "labels", "logprobs": "logprobs",
+                "top_logprobs": "top_logprobs"}
+#: Body parameters accepted when they ask for what inferq does anyway.
+BODY_NEUTRAL: dict[str, Any] = {"n": 1, "stream": False, "frequency_penalty": 0,
+                                "presence_penalty": 0}
+#: Body parameters that change nothing: the row's content, its model (checked against
+#: the job's when the row runs), and identifiers.
+BODY_PASSIVE = {"prompt", "messages", "model", "user"}
 
 #: How a value becomes a row: (index, custom id, value) -> InputRow.
 ToRow = Callable[[int, str, Any], InputRow]
@@ -160,7 +175,82 @@ def _object_content(index: int, cid: str, obj: dict[str, Any], path: str,
     body = obj["body"]
     if not isinstance(body, dict):
         return error_row(index, cid, "invalid_type", f"body is {kind(body)}, expected an object")
-    return _content_row(index, cid, body, expect=URLS.get(url) if url else None)
+    row = _content_row(index, cid, body, expect=URLS.get(url) if url else None)
+    if not row.ok:
+        return row
+    options = body_options(body)
+    if isinstance(options, tuple):
+        return error_row(index, cid, *options)
+    model = body.get("model")
+    if model is not None and not isinstance(model, str):
+        return error_row(index, cid, "invalid_parameter",
+                         f"body.model is {kind(model)}, expected a string")
+    if not options and model is None:
+        return row
+    return replace(row, options=options or None, model=model or None)
+
+
+def body_options(body: dict[str, Any]) -> dict[str, Any] | tuple[str, str]:
+    """The `GenerateOptions` fields a request body sets, or the (code, message) of the
+    error row it becomes: ``unsupported_parameter`` for a parameter inferq cannot
+    honour, ``invalid_parameter`` for a value it refuses. Nothing is silently ignored."""
+    options: dict[str, Any] = {}
+    for key, value in body.items():
+        if key in BODY_PASSIVE or value is None:
+            continue
+        if key in BODY_NEUTRAL:
+            if value != BODY_NEUTRAL[key] or isinstance(value, bool) != isinstance(
+                    BODY_NEUTRAL[key], bool):
+                return ("unsupported_parameter", f"body.{key}={value!r} is not supported; "
+                        f"inferq answers as with {key}={BODY_NEUTRAL[key]!r}")
+            continue
+        name = BODY_OPTIONS.get(key)
+        if name is None:
+            return ("unsupported_parameter", f"body.{key} is not supported by inferq; "
+                    "supported: " + ", ".join(sorted(BODY_OPTIONS | BODY_NEUTRAL)))
+        if name == "stop_strings" and isinstance(value, str):
+            value = [value]
+        if name == "logprobs" and isinstance(value, int) and not isinstance(value, bool):
+            # /v1/completions: logprobs=N asks for the N likeliest alternatives too
+            options.setdefault("top_logprobs", value)
+            value = True
+        if name in options and options[name] != value:
+            return ("invalid_parameter", f"body.{key}={value!r} contradicts another "
+                    f"parameter setting {name}={options[name]!r}")
+        options[name] = value
+    problem = check_options(options)
+    if problem:
+        return ("invalid_parameter", problem)
+    return options
+
+
+def check_options(options: dict[str, Any]) -> str | None:
+    """What is wrong with a row's option values, naming the body parameter; None if
+    nothing. Types are checked here, ranges by `GenerateOptions` itself."""
+    number = (int, float)
+    kinds: dict[str, type | tuple[type, ...]] = {
+        "max_tokens": int, "top_k": int, "seed": int, "top_logprobs": int, "logprobs": bool,
+        "temperature": number, "top_p": number, "min_p": number, "repeat_penalty": number,
+        "stop_strings": list, "labels": list}
+    for name, value in options.items():
+        param = next(k for k, v in BODY_OPTIONS.items() if v == name)
+        if isinstance(value, bool) != (kinds[name] is bool) or not isinstance(value, kinds[name]):
+            return f"body.{param} is {kind(value)}, expected {_kind_name(kinds[name])}"
+        if isinstance(value, list) and not all(isinstance(v, str) for v in value):
+            return f"body.{param} must be a list of strings"
+    try:
+        GenerateOptions(**options)
+    except ValueError as e:
+        field, _, rule = str(e).partition(": ")
+        params = [k for k, v in BODY_OPTIONS.items() if v == field.split("=")[0]]
+        return f"body.{params[0] if params else field}: {rule or e}"
+    return None
+
+
+def _kind_name(t: type | tuple[type, ...]) -> str:
+    return {int: "an integer", list: "an array of strings", bool: "true or false"}.get(
+        t, "a number") \
+        if not isinstance(t, tuple) else "a number"
 
 
 def _content_row(index: int, cid: str, obj: dict[str, Any], expect: str | None) -> InputRow:

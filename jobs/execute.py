@@ -160,7 +160,7 @@ def _run_batch(model: TextModel, spec: JobSpec, batch: Sequence[InputRow], ctx: 
                 _set_classified(out[k], c)
         else:
             for (k, _), g in zip(members, model.batch_generate(prompts, options), strict=True):
-                _set_generated(out[k], g)
+                _set_generated(out[k], g, options)
         totals.add(model.metrics())
     for result_row in out:
         if spec.op == "generate" and result_row.error_code and not result_row.finish_reason:
@@ -178,6 +178,9 @@ def _row_problem(spec: JobSpec, row: InputRow) -> tuple[str, str] | None:
     if spec.op == "generate" and row.options and row.options.get("labels"):
         return ("invalid_parameter", "body.labels applies to classification; this job "
                 "generates text")
+    if spec.op == "classify" and row.options and row.options.get("logprobs"):
+        return ("invalid_parameter", "body.logprobs applies to generation; a "
+                "classification's output carries every label's probability")
     return None
 
 
@@ -193,13 +196,23 @@ def _set_classified(row: ResultRow, result: ClassifyResult) -> None:
     row.prompt_tokens, row.generated_tokens = result.prompt_tokens, 0
 
 
-def _set_generated(row: ResultRow, result: BatchResult) -> None:
+def _set_generated(row: ResultRow, result: BatchResult, options: GenerateOptions) -> None:
     if result.error is not None:
         row.error_code, row.error_message = result.error.code, str(result.error)
         row.finish_reason = "error"
         return
+    if options.logprobs and any(t.logprob is None for t in result.tokens):
+        row.error_code, row.finish_reason = "unsupported_parameter", "error"
+        row.error_message = (f"the {row.backend} backend does not report log-probabilities; "
+                             "drop logprobs, or run the job on llama_cpp")
+        return
     row.text, row.generated_tokens = result.text, len(result.tokens)
     row.prompt_tokens, row.finish_reason = result.prompt_tokens, result.finish_reason
+    if options.logprobs:
+        row.logprobs = [{"token": t.text, "logprob": t.logprob,
+                         "top_logprobs": [{"token": text, "logprob": lp}
+                                          for text, lp in t.top_logprobs]}
+                        for t in result.tokens]
 
 
 class _Totals:

@@ -15,7 +15,7 @@ from typing import Any
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 3  # 2: the expected column (evaluation datasets); 3: chat
+SCHEMA_VERSION = 3  # 2: the expected column (evaluation datasets); 3: chat, logprobs
 
 #: A chunk's generation totals, summed per backend in the store and in its summary.
 SUMMARY_METRICS = ("prompt_tokens", "generated_tokens", "prefill_seconds", "decode_seconds",
@@ -24,6 +24,10 @@ SUMMARY_METRICS = ("prompt_tokens", "generated_tokens", "prefill_seconds", "deco
 METRIC_FIELDS = ("rows", "errors", *SUMMARY_METRICS)
 
 LABEL_PROB = pa.struct([("label", pa.string()), ("prob", pa.float64())])
+TOP_LOGPROB = pa.struct([("token", pa.string()), ("logprob", pa.float64())])
+#: One generated token's log-probability and its likeliest alternatives.
+TOKEN_LOGPROB = pa.struct([("token", pa.string()), ("logprob", pa.float64()),
+                           ("top_logprobs", pa.list_(TOP_LOGPROB))])
 
 RESULTS_SCHEMA = pa.schema([
     ("job_id", pa.string()),
@@ -39,6 +43,7 @@ RESULTS_SCHEMA = pa.schema([
     ("label_probs", pa.list_(LABEL_PROB)),     # every label's probability
     ("token_id", pa.int32()),                  # classify: the next token
     ("text", pa.string()),                     # generate: the output; classify: token text
+    ("logprobs", pa.list_(TOKEN_LOGPROB)),     # generate with logprobs: one per token
     ("prompt_tokens", pa.int32()),
     ("generated_tokens", pa.int32()),
     ("finish_reason", pa.string()),            # stop | length | error (generate)
@@ -65,6 +70,7 @@ class ResultRow:
     label_probs: list[dict[str, Any]] | None = None
     token_id: int | None = None
     text: str | None = None
+    logprobs: list[dict[str, Any]] | None = None
     prompt_tokens: int | None = None
     generated_tokens: int | None = None
     finish_reason: str | None = None

@@ -1,21 +1,28 @@
-"""Export result rows: JSON lines, CSV, or the OpenAI Batch output and error files.
+"""Export result rows: JSON lines, CSV, Parquet, or the OpenAI Batch output and error
+files, to a file or to standard output (``-``).
 
 The OpenAI shapes are written here only, for `inferq results --openai` and for the
-files `inferq serve` hands out, so the two never disagree. A job made from a batch
-of ``/v1/chat/completions`` requests records that endpoint in its spec's metadata
-(`ENDPOINT_KEY`); its lines are ``chat.completion`` bodies, every other job's
-``text_completion`` bodies.
+files `inferq serve` hands out, so the two never disagree. A row made from chat
+messages (the results' ``chat`` column) is a ``chat.completion`` body with
+``choices[].message.content``, any other a ``text_completion`` with
+``choices[].text``; each carries ``usage``. A job made from a batch of
+``/v1/chat/completions`` requests also records that endpoint in its spec's metadata
+(`ENDPOINT_KEY`), which decides for rows written before the ``chat`` column.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import os
+import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from datetime import datetime
-from typing import Any
+from typing import Any, BinaryIO
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 
 #: The spec metadata key naming the OpenAI endpoint a job's requests were made to.
 ENDPOINT_KEY = "inferq.endpoint"
@@ -36,7 +43,13 @@ def is_chat(metadata: dict[str, str]) -> bool:
 def openai_line(row: dict[str, Any], *, chat: bool = False,
                 refused: Mapping[str, dict[str, str]] | None = None) -> dict[str, Any]:
     """One row in the OpenAI Batch output format (or its error file's, for error rows;
-    ``refused``: the `REFUSED_DOCUMENT` of the job, if it has one)."""
+    ``refused``: the `REFUSED_DOCUMENT` of the job, if it has one).
+
+    A row made from chat messages is a ``chat.completion`` body, any other a
+    ``text_completion``; ``chat`` decides for rows written before results recorded
+    that (their ``chat`` column is null)."""
+    if row.get("chat") is not None:
+        chat = bool(row["chat"])
     request_id = f"{row['job_id']}-{row['row_index']}"
     if row["error_code"]:
         error = (refused or {}).get(row["custom_id"]) or {
@@ -52,12 +65,15 @@ def openai_line(row: dict[str, Any], *, chat: bool = False,
         content, extra, finish = row["text"], {}, row["finish_reason"]
     finished = row.get("completed_at")
     created = int(finished.timestamp()) if isinstance(finished, datetime) else 0
+    tokens = row.get("logprobs")
     if chat:
         choice = {"index": 0, "message": {"role": "assistant", "content": content},
-                  "finish_reason": finish, "logprobs": None}
+                  "finish_reason": finish,
+                  "logprobs": _chat_logprobs(tokens) if tokens is not None else None}
         kind = "chat.completion"
     else:
-        choice = {"index": 0, "text": content, "finish_reason": finish, "logprobs": None}
+        choice = {"index": 0, "text": content, "finish_reason": finish,
+                  "logprobs": _completion_logprobs(tokens) if tokens is not None else None}
         kind = "text_completion"
     prompt, generated = row["prompt_tokens"] or 0, row["generated_tokens"] or 0
     body = {"id": request_id, "object": kind, "created": created, "model": row["model"],
@@ -69,30 +85,115 @@ def openai_line(row: dict[str, Any], *, chat: bool = False,
             "error": None}
 
 
-def export_results(table: pa.Table, dest: str, *, openai: bool = False,
-                   errors: bool = False, chat: bool = False,
-                   refused: Mapping[str, dict[str, str]] | None = None) -> int:
-    """Write ``table`` to ``dest`` (.jsonl or .csv by suffix); returns the rows written.
+def _chat_logprobs(tokens: list[dict[str, Any]]) -> dict[str, Any]:
+    """A chat choice's ``logprobs``: ``{"content": [{token, logprob, bytes,
+    top_logprobs}]}``, as OpenAI's chat completions give them."""
+    def entry(token: str, logprob: float) -> dict[str, Any]:
+        return {"token": token, "logprob": logprob, "bytes": list(token.encode())}
 
-    With ``openai``, only the rows of the file asked for: successes, or with
-    ``errors`` the error rows; with ``chat``, successes as ``chat.completion`` bodies;
-    ``refused`` as for `openai_line`.
+    return {"content": [entry(t["token"], t["logprob"]) | {
+        "top_logprobs": [entry(a["token"], a["logprob"]) for a in t["top_logprobs"] or []]}
+        for t in tokens], "refusal": None}
+
+
+def _completion_logprobs(tokens: list[dict[str, Any]]) -> dict[str, Any]:
+    """A completion choice's ``logprobs``: parallel lists of tokens, their
+    log-probabilities, their alternatives and their offsets in the text."""
+    offsets, at = [], 0
+    for t in tokens:
+        offsets.append(at)
+        at += len(t["token"])
+    tops = [{a["token"]: a["logprob"] for a in t["top_logprobs"] or []} for t in tokens]
+    return {"tokens": [t["token"] for t in tokens],
+            "token_logprobs": [t["logprob"] for t in tokens],
+            "top_logprobs": tops if any(tops) else None, "text_offset": offsets}
+
+
+#: The formats `export_results` writes, and the file suffixes that name each.
+EXPORT_FORMATS = ("jsonl", "csv", "parquet")
+EXPORT_SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv",
+                   ".parquet": "parquet", ".pq": "parquet"}
+#: The destination that means standard output.
+STDOUT = "-"
+
+
+def export_format(dest: str, fmt: str | None = None) -> str:
+    """The format to write ``dest`` in: ``fmt`` when given, else the one its suffix
+    names (JSON lines for ``-``); `ValueError` naming the suffix otherwise."""
+    if fmt is not None:
+        if fmt not in EXPORT_FORMATS:
+            raise ValueError(f"export format {fmt!r} is unknown; use one of "
+                             f"{', '.join(EXPORT_FORMATS)}")
+        return fmt
+    if dest == STDOUT:
+        return "jsonl"
+    suffix = os.path.splitext(dest)[1].lower()
+    if suffix not in EXPORT_SUFFIXES:
+        what = f"suffix {suffix!r}" if suffix else "no suffix"
+        raise ValueError(f"{dest}: {what} names no export format; use a name ending in "
+                         f"{', '.join(sorted(EXPORT_SUFFIXES))}, or --format "
+                         f"{'|'.join(EXPORT_FORMATS)}")
+    return EXPORT_SUFFIXES[suffix]
+
+
+def export_results(table: pa.Table, dest: str, *, fmt: str | None = None,
+                   openai: bool = False, errors: bool = False, chat: bool = False,
+                   refused: Mapping[str, dict[str, str]] | None = None) -> int:
+    """Write ``table`` to ``dest`` (``-`` = standard output) as ``fmt`` (None = JSON
+    lines with ``openai``, else by `export_format`); returns the rows written.
+
+    JSON lines hold one result row each, CSV the same with nested columns as JSON text
+    (``label_probs`` as one object of label -> probability), Parquet the rows as they
+    are. With ``openai`` (JSON lines only), only the
+    rows of the file asked for: successes, or with ``errors`` the error rows; with
+    ``chat``, successes as ``chat.completion`` bodies; ``refused`` as for `openai_line`.
     """
-    if dest.endswith(".csv"):
-        probs = pa.array([json.dumps({p["label"]: p["prob"] for p in v}) if v else None
-                          for v in table.column("label_probs").to_pylist()], type=pa.string())
-        flat = table.set_column(table.schema.get_field_index("label_probs"), "label_probs",
-                                probs)
-        pacsv.write_csv(flat, dest)
-        return int(table.num_rows)
-    written = 0
-    with open(dest, "w", encoding="utf-8") as out:
+    fmt = fmt or ("jsonl" if openai else export_format(dest))
+    if openai and fmt != "jsonl":
+        raise ValueError(f"the OpenAI Batch format is JSON lines, not {fmt}")
+    with _destination(dest) as out:
+        if fmt == "parquet":
+            pq.write_table(table, out)
+            return int(table.num_rows)
+        if fmt == "csv":
+            pacsv.write_csv(_flat(table), out)
+            return int(table.num_rows)
+        written = 0
         for batch in table.to_batches(max_chunksize=10_000):
+            lines = []
             for row in batch.to_pylist():
                 if openai:
                     if bool(row["error_code"]) != errors:
                         continue
                     row = openai_line(row, chat=chat, refused=refused)
-                out.write(json.dumps(row, default=str, ensure_ascii=False) + "\n")
-                written += 1
-    return written
+                lines.append(json.dumps(row, default=str, ensure_ascii=False) + "\n")
+            out.write("".join(lines).encode())
+            written += len(lines)
+        return written
+
+
+def _flat(table: pa.Table) -> pa.Table:
+    """``table`` with each nested column (lists, structs) as JSON text, for CSV:
+    ``label_probs`` as one object of label -> probability."""
+    for i, field in enumerate(table.schema):
+        if not pa.types.is_nested(field.type):
+            continue
+        values = table.column(i).to_pylist()
+        if field.name == "label_probs":
+            values = [{p["label"]: p["prob"] for p in v} if v else None for v in values]
+        text = pa.array([json.dumps(v, ensure_ascii=False) if v is not None else None
+                         for v in values], type=pa.string())
+        table = table.set_column(i, field.name, text)
+    return table
+
+
+@contextmanager
+def _destination(dest: str) -> Iterator[BinaryIO]:
+    """A binary stream to write: standard output for ``-`` (flushed, left open), else
+    the file."""
+    if dest == STDOUT:
+        yield sys.stdout.buffer
+        sys.stdout.buffer.flush()
+        return
+    with open(dest, "wb") as out:
+        yield out

@@ -390,10 +390,15 @@ class LlamaModel(BaseTextModel):
 
     def _advance(self, seq: _Sequence, opts: GenerateOptions) -> tuple[list[Token], str | None]:
         """Sample one token for ``seq``; the tokens to emit and why it ended, if it did."""
+        logprobs = _log_softmax(self._engine.logits(seq.row)) if opts.logprobs else None
         token = seq.sampler.sample(self._engine, seq.row)
         if self._engine.is_end_of_generation(token) or token in opts.stop_tokens:
             return seq.stream.flush(), "stop"
-        new = seq.stream.feed(token, self._engine.piece(token))
+        if logprobs is None:
+            new = seq.stream.feed(token, self._engine.piece(token))
+        else:
+            new = seq.stream.feed(token, self._engine.piece(token), float(logprobs[token]),
+                                  self._top_logprobs(logprobs, opts.top_logprobs))
         seq.generated += 1
         if seq.stream.stopped:
             return new, "stop"
@@ -401,6 +406,14 @@ class LlamaModel(BaseTextModel):
             return new + seq.stream.flush(), "length"
         seq.last = token
         return new, None
+
+    def _top_logprobs(self, logprobs: FloatArray, n: int) -> tuple[tuple[str, float], ...]:
+        """The ``n`` likeliest tokens as (text, log-probability), likeliest first."""
+        if n == 0:
+            return ()
+        best = np.argpartition(logprobs, -n)[-n:]
+        best = best[np.argsort(-logprobs[best], kind="stable")]
+        return tuple((self._token(int(t)).text, float(logprobs[t])) for t in best)
 
     def _close(self) -> None:
         self._engine.free()
