@@ -466,6 +466,39 @@ def test_a_batch_left_validating_by_a_stopped_server_is_resumed_by_another(env):
     assert client.zcard(keys.VALIDATING_BATCHES) == 0
 
 
+def test_a_server_killed_while_validating_a_batch_leaves_it_to_the_next_server(env):
+    from jobs import keys
+    from tests.processes import free_port
+
+    n = 100_000  # long enough to read that the kill lands while it is read
+    path = write_batch(env.tmp / "long.jsonl", [{"model": "demo", "prompt": "x"}] * (n - 1))
+    with open(path, "a", encoding="utf-8") as f:  # the last line repeats the first's id
+        f.write(json.dumps({"custom_id": "r-000", "method": "POST", "url": "/v1/completions",
+                            "body": {"model": "demo", "prompt": "x"}}) + "\n")
+    server = new_server(env.redis_url, env.results, env.tmp / "serve-killed.log", free_port())
+    server.env |= {"INFERQ_MAX_UPLOAD_BYTES": str(64 * 2**20),
+                   "INFERQ_MAX_UPLOAD_LINES": str(n), "INFERQ_VALIDATION_LEASE_SECONDS": "2"}
+    server.start()
+    try:
+        client = openai.OpenAI(base_url=f"{server.url}/v1", api_key=KEY, max_retries=0)
+        with open(path, "rb") as f:
+            file_id = client.files.create(file=f, purpose="batch").id
+        created = client.batches.create(input_file_id=file_id, endpoint="/v1/completions",
+                                        completion_window="24h")
+        server.kill()  # SIGKILL while its thread reads the file
+        job_id = created.id.removeprefix("batch_")
+        redis = redis_lib.Redis.from_url(env.redis_url)
+        assert redis.exists(keys.pending_batch(job_id)) and not redis.exists(keys.job(job_id))
+        assert env.client.batches.retrieve(created.id).status == "validating"  # any server
+        server.start()  # its sweep finds the lease run out and validates again
+        batch = wait_batch(env, created.id, timeout=60)
+    finally:
+        server.stop()
+    assert batch.status == "failed"
+    assert [(e.line, e.code) for e in batch.errors.data] == [(n, "duplicate_custom_id")]
+    assert not redis.exists(keys.pending_batch(job_id))
+
+
 def test_cancelling_a_validating_batch_cancels_it_once_its_job_exists(env):
     path = write_batch(env.tmp / "cancel-early.jsonl",
                        [{"model": "demo", "prompt": f"@@slow:0.3@@ {i}"} for i in range(40)])

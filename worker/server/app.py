@@ -36,7 +36,8 @@ def create_app(settings: Settings, server: ServerSettings | None = None) -> Fast
         raise ValueError(f"inferq serve keeps files under a local results root; "
                          f"{settings.results!r} is not local: mount it and pass its path")
     the_files = files.FileStore(client.sink.root)
-    the_batches = batches.Batches(client, the_files, server.chunk_size)
+    the_batches = batches.Batches(client, the_files, server.chunk_size,
+                                  lease=server.validation_lease)
     sweeper = Sweeper(client.store, make_sink(settings, client.redis))
 
     def sweep() -> None:

@@ -50,7 +50,7 @@ from worker.export import ENDPOINT_KEY, REFUSED_DOCUMENT, export_results, is_cha
 from worker.server.auth import check_key
 from worker.server.errors import APIError, bad_request, not_found
 from worker.server.files import FileStore
-from worker.server.pending import Pending
+from worker.server.pending import LEASE, Pending
 from worker.server.validate import CONTENT, Plan, plan
 
 log = logging.getLogger("inferq.serve")
@@ -92,9 +92,10 @@ def window_seconds(window: str) -> int:
 class Batches:
     """Batch objects over a client's Redis and results root, and the files beside them."""
 
-    def __init__(self, client: Client, files: FileStore, chunk_size: int) -> None:
+    def __init__(self, client: Client, files: FileStore, chunk_size: int, *,
+                 lease: float = LEASE) -> None:
         self.client, self.files, self.chunk_size = client, files, chunk_size
-        self.pending = Pending(client.redis)
+        self.pending = Pending(client.redis, lease)
         self._specs: dict[str, JobSpec] = {}
         self._validators = ThreadPoolExecutor(VALIDATORS, thread_name_prefix="inferq-validate")
 

@@ -9,6 +9,8 @@
 - ``INFERQ_SWEEP_SECONDS``: how often the server sweeps Redis (default 5, 0 = never):
   it ends the jobs past their deadline that no worker ended (`jobs.expire.Sweeper`)
   and resumes the validation of batches whose server stopped (`pending`).
+- ``INFERQ_VALIDATION_LEASE_SECONDS``: how long a batch being validated stays this
+  server's without renewal (default 30): a stopped server's batches resume after it.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ class ServerSettings:
     max_upload_lines: int = 50_000          #: an upload's most lines (requests)
     chunk_size: int = 256                   #: rows per chunk of a batch's job
     sweep_seconds: float = 5.0              #: between sweeps (expiry, resumption); 0 = none
+    validation_lease: float = 30.0          #: a validating batch's lease, renewed by its server
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> ServerSettings:
@@ -36,7 +39,9 @@ class ServerSettings:
                    max_upload_bytes=_positive(env, "INFERQ_MAX_UPLOAD_BYTES", 200 * 2**20),
                    max_upload_lines=_positive(env, "INFERQ_MAX_UPLOAD_LINES", 50_000),
                    chunk_size=_positive(env, "INFERQ_BATCH_CHUNK_SIZE", 256),
-                   sweep_seconds=_seconds(env, "INFERQ_SWEEP_SECONDS", 5.0))
+                   sweep_seconds=_seconds(env, "INFERQ_SWEEP_SECONDS", 5.0),
+                   validation_lease=_seconds(env, "INFERQ_VALIDATION_LEASE_SECONDS", 30.0,
+                                             zero=False))
 
 
 def _positive(env: Mapping[str, str], name: str, default: int) -> int:
@@ -52,7 +57,8 @@ def _positive(env: Mapping[str, str], name: str, default: int) -> int:
     return value
 
 
-def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+def _seconds(env: Mapping[str, str], name: str, default: float, *, zero: bool = True
+             ) -> float:
     raw = env.get(name, "")
     if not raw:
         return default
@@ -60,8 +66,9 @@ def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
         value = float(raw)
     except ValueError:
         raise ValueError(f"{name}={raw!r} is not a number of seconds") from None
-    if not 0 <= value < float("inf"):
-        raise ValueError(f"{name}={raw!r} must be 0 (never) or a positive number of seconds")
+    if not 0 <= value < float("inf") or (value == 0 and not zero):
+        raise ValueError(f"{name}={raw!r} must be {'0 (never) or ' if zero else ''}a "
+                         "positive number of seconds")
     return value
 
 
