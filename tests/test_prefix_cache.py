@@ -155,9 +155,12 @@ def test_with_the_cache_off_nothing_is_kept(plain):
     assert plain.reused_prefix_tokens == P * (len(CHUNKS[1]) - 1)
 
 
-def test_generation_between_classify_calls_changes_neither(cached, plain):
+def test_generation_starts_after_a_kept_prefix_and_changes_no_greedy_token(cached, plain):
     cached.classify(chunk(0))
     options = GenerateOptions(max_tokens=8)
     assert cached.batch_generate(chunk(1), options) == plain.batch_generate(chunk(1), options)
+    assert cached.cached_prefix_tokens == P * len(CHUNKS[1])
+    assert cached.metrics().prompt_tokens == plain.metrics().prompt_tokens
+    assert cached.cached_prefixes() == [encode(PREFIX)]
     ours, theirs = cached.classify(chunk(2), LOGITS), plain.classify(chunk(2), LOGITS)
     np.testing.assert_allclose(logits(ours), logits(theirs), atol=ATOL)

@@ -8,9 +8,9 @@ prefix's cells then stay in the context (`PrefixCache`), so the next call (the
 next chunk of a job, a later job) starting with it decodes only its suffixes.
 
 batch_generate and generate: continuous batching. Every step is one decode call
-holding the next token of each running sequence and the whole prompt of each
-sequence admitted in that step; a finished sequence frees its slot and cells
-for the next prompt.
+holding the next token of each running sequence and the prompt of each
+sequence admitted in that step (less the start a kept prefix already holds); a
+finished sequence frees its slot and cells for the next prompt.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import numpy as np
 
 from inference._base import (
     BaseTextModel,
+    ambiguous_labels,
     check_prompt_length,
     label_distribution,
     options_or_default,
@@ -71,7 +72,7 @@ class LlamaModel(BaseTextModel):
         self._prefixes = PrefixCache(engine, self._slots, entries=prefix_entries,
                                      budget=min(prefix_budget, shape.n_ctx))
         self._run: object | None = None  # the operation that owns the context now
-        #: Prompt tokens the last classify did not compute: shared prefixes, kept or not.
+        #: Prompt tokens the last call did not compute: shared prefixes, kept or not.
         self.reused_prefix_tokens = 0
         #: Of those, the tokens whose cells came from a prefix kept by an earlier call.
         self.cached_prefix_tokens = 0
@@ -156,6 +157,10 @@ class LlamaModel(BaseTextModel):
         for label, ids in zip(opts.labels, labels, strict=True):
             if not ids:
                 raise PromptError("label_too_long", f"label {label!r} has no tokens")
+        ambiguous = ambiguous_labels(opts.labels, labels)
+        if ambiguous:
+            return [ClassifyResult(error=PromptError("ambiguous_labels", ambiguous))
+                    for _ in prompts]
         reserve = max((len(ids) - 1 for ids in labels), default=0)
         results: list[ClassifyResult | None] = [None] * len(prompts)
         valid: list[tuple[int, list[int]]] = []
@@ -166,23 +171,22 @@ class LlamaModel(BaseTextModel):
                 results[i] = ClassifyResult(error=err)
         prefill = 0.0
         self.reused_prefix_tokens = self.cached_prefix_tokens = 0
-        try:
-            for group in self._classify_groups(valid, reserve):
-                if self._run is not run:
-                    raise GenerationError("another operation started on this model "
-                                          "mid-classify")
+        for group in self._classify_groups(valid, reserve):
+            if self._run is not run:
+                raise GenerationError("another operation started on this model mid-classify")
+            label_lp: list[dict[str, float]] = [{} for _ in group]
+            try:
                 last_logits, seconds = self._prefill_group([ids for _, ids in group], reserve)
-                prefill += seconds
-                label_lp: list[dict[str, float]] = [{} for _ in group]
                 if labels:
-                    prefill += self._score_labels(group, last_logits, opts.labels, labels,
+                    seconds += self._score_labels(group, last_logits, opts.labels, labels,
                                                   label_lp)
-                for k, (i, ids) in enumerate(group):
-                    results[i] = self._classify_result(last_logits[k], label_lp[k], len(ids),
-                                                       opts)
-        except GenerationError:
-            self._clear_memory()  # the cells of a failed call are not to be trusted
-            raise
+            except GenerationError:
+                self._clear_memory()  # the cells of a failed decode are not to be trusted
+                raise
+            prefill += seconds
+            for k, (i, ids) in enumerate(group):
+                results[i] = self._classify_result(last_logits[k], label_lp[k], len(ids), opts,
+                                                   labels)
         prompt_tokens = sum(len(ids) for _, ids in valid)
         self._metrics = _metrics(prompt_tokens, 0, prefill, 0.0, time.perf_counter() - started)
         return [r if r is not None else ClassifyResult(error=PromptError(
@@ -289,12 +293,15 @@ class LlamaModel(BaseTextModel):
         return seconds
 
     def _classify_result(self, logits: FloatArray, label_lp: dict[str, float], n_tokens: int,
-                         opts: GenerateOptions) -> ClassifyResult:
+                         opts: GenerateOptions, labels: list[list[int]]) -> ClassifyResult:
         label, probs = label_distribution(label_lp) if label_lp else (None, None)
         return ClassifyResult(
             token=self._token(int(np.argmax(logits))),
             logits=tuple(float(x) for x in logits) if opts.logits else None,
-            label=label, label_probs=probs, prompt_tokens=n_tokens)
+            label=label, label_probs=probs, prompt_tokens=n_tokens,
+            label_logprobs=dict(label_lp) if label_lp else None,
+            label_tokens={name: len(ids) for name, ids in zip(opts.labels, labels, strict=True)}
+            if label_lp else None)
 
     # -- generation -------------------------------------------------------------------
 
@@ -344,7 +351,8 @@ class LlamaModel(BaseTextModel):
         running: dict[int, _Sequence] = {}
         free = list(range(self._slots - 1, -1, -1))
         reserved = 0
-        self._clear_memory()
+        self._release_slots()
+        self.reused_prefix_tokens = self.cached_prefix_tokens = 0
         try:
             while pending or running:
                 if self._run is not run:
@@ -367,11 +375,16 @@ class LlamaModel(BaseTextModel):
                     if opts.repeat_penalty not in (0.0, 1.0):
                         for token in ids:
                             seq.sampler.accept(token)
-                    seq.row = engine.batch.add(ids, seq.slot, 0) + len(ids) - 1
+                    fresh = self._admit(seq, ids, reserved)
                     running[seq.slot] = seq
                     reserved += need
-                    prompt_tokens += len(ids)
-                clock.decode(engine, prompt_tokens)
+                    prompt_tokens += fresh
+                    clock.prompt_tokens += len(ids) - fresh
+                try:
+                    clock.decode(engine, prompt_tokens)
+                except GenerationError:
+                    self._clear_memory()  # the cells of a failed decode are not to be trusted
+                    raise
                 for slot, seq in list(running.items()):
                     new, reason = self._advance(seq, opts)
                     yield seq.index, new, reason
@@ -387,6 +400,19 @@ class LlamaModel(BaseTextModel):
                 clock.generated += seq.generated
                 seq.sampler.free()
             self._metrics = clock.metrics()
+
+    def _admit(self, seq: _Sequence, ids: list[int], reserved: int) -> int:
+        """Add a new sequence's prompt to the batch, after the cells of a kept prefix
+        that covers its start; returns the prompt tokens left to compute."""
+        kept = self._prefixes.match([ids], max(MIN_CACHED_PREFIX, MIN_SHARED_PREFIX))
+        if not self._prefixes.make_room(reserved + seq.need, self._kv_cells, kept.entry):
+            kept = Match()
+        self._prefixes.lend(kept, range(seq.slot, seq.slot + 1))
+        self.reused_prefix_tokens += kept.tokens
+        self.cached_prefix_tokens += kept.tokens
+        fresh = len(ids) - kept.tokens
+        seq.row = self._engine.batch.add(ids[kept.tokens:], seq.slot, kept.tokens) + fresh - 1
+        return fresh
 
     def _advance(self, seq: _Sequence, opts: GenerateOptions) -> tuple[list[Token], str | None]:
         """Sample one token for ``seq``; the tokens to emit and why it ended, if it did."""
