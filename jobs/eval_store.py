@@ -1,5 +1,7 @@
 """Where evaluation scores live for watchers: latest per suite and target, bounded
-history, claimed schedule slots, and a stream of alerts. Redis and in-memory."""
+history, claimed schedule slots, a stream of alerts, and the confirmation re-runs
+breached runs ask for (taken by beat or by `inferq eval run --wait`, each once).
+Redis and in-memory."""
 
 from __future__ import annotations
 
@@ -35,6 +37,18 @@ class EvalStore(Protocol):
     def alert(self, summary: dict[str, Any]) -> None: ...
 
     def alerts(self, limit: int = 100) -> list[dict[str, Any]]: ...
+
+    def request_confirmation(self, request: dict[str, Any]) -> None:
+        """Ask for one re-run of a breached run (``request["job_id"]``) before alerting."""
+        ...
+
+    def confirmations(self) -> list[dict[str, Any]]:
+        """The confirmation re-runs asked for and not yet taken."""
+        ...
+
+    def take_confirmation(self, job_id: str) -> bool:
+        """Claim the re-run asked for by ``job_id``: True for exactly one caller."""
+        ...
 
 
 class RedisEvalStore:
@@ -73,6 +87,16 @@ class RedisEvalStore:
         entries = self.redis.xrevrange(keys.ALERTS, count=limit)
         return [json.loads(fields[b"alert"]) for _, fields in entries]
 
+    def request_confirmation(self, request: dict[str, Any]) -> None:
+        self.redis.hset(keys.EVAL_CONFIRMATIONS, request["job_id"], json.dumps(request))
+
+    def confirmations(self) -> list[dict[str, Any]]:
+        raw = self.redis.hgetall(keys.EVAL_CONFIRMATIONS)
+        return [json.loads(v) for _, v in sorted(raw.items())]
+
+    def take_confirmation(self, job_id: str) -> bool:
+        return bool(self.redis.hdel(keys.EVAL_CONFIRMATIONS, job_id))
+
 
 class MemoryEvalStore:
     def __init__(self) -> None:
@@ -80,6 +104,7 @@ class MemoryEvalStore:
         self._history: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self._slots: set[tuple[str, int]] = set()
         self._alerts: list[dict[str, Any]] = []
+        self._confirmations: dict[str, dict[str, Any]] = {}
 
     def record(self, summary: dict[str, Any]) -> None:
         with self._lock:
@@ -112,3 +137,15 @@ class MemoryEvalStore:
     def alerts(self, limit: int = 100) -> list[dict[str, Any]]:
         with self._lock:
             return self._alerts[:limit]
+
+    def request_confirmation(self, request: dict[str, Any]) -> None:
+        with self._lock:
+            self._confirmations[request["job_id"]] = dict(request)
+
+    def confirmations(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [self._confirmations[k] for k in sorted(self._confirmations)]
+
+    def take_confirmation(self, job_id: str) -> bool:
+        with self._lock:
+            return self._confirmations.pop(job_id, None) is not None

@@ -86,6 +86,8 @@ def worker(name: str) -> str:
 
 
 EVAL_SUITES = f"{PREFIX}:eval:suites"
+#: job id -> a breached run's request for a confirmation re-run (JSON)
+EVAL_CONFIRMATIONS = f"{PREFIX}:eval:confirmations"
 VALIDATING_BATCHES = f"{PREFIX}:batches:validating"
 
 

@@ -15,7 +15,8 @@ from typing import Any
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 3  # 2: the expected column (evaluation datasets); 3: chat, logprobs
+SCHEMA_VERSION = 3  # 2: the expected column (evaluation datasets); 3: chat, logprobs,
+#                     label_prob, raw_label_probs, calibration
 
 #: A chunk's generation totals, summed per backend in the store and in its summary.
 SUMMARY_METRICS = ("prompt_tokens", "generated_tokens", "prefill_seconds", "decode_seconds",
@@ -40,7 +41,10 @@ RESULTS_SCHEMA = pa.schema([
     ("backend", pa.string()),
     ("worker", pa.string()),
     ("label", pa.string()),                    # classify with labels: the winner
-    ("label_probs", pa.list_(LABEL_PROB)),     # every label's probability
+    ("label_probs", pa.list_(LABEL_PROB)),     # every label's probability (calibrated)
+    ("label_prob", pa.float64()),              # the winning label's probability
+    ("raw_label_probs", pa.list_(LABEL_PROB)), # the engine's, when calibrated
+    ("calibration", pa.string()),              # none | length | batch (classify)
     ("token_id", pa.int32()),                  # classify: the next token
     ("text", pa.string()),                     # generate: the output; classify: token text
     ("logprobs", pa.list_(TOKEN_LOGPROB)),     # generate with logprobs: one per token
@@ -68,6 +72,9 @@ class ResultRow:
     worker: str
     label: str | None = None
     label_probs: list[dict[str, Any]] | None = None
+    label_prob: float | None = None
+    raw_label_probs: list[dict[str, Any]] | None = None
+    calibration: str | None = None
     token_id: int | None = None
     text: str | None = None
     logprobs: list[dict[str, Any]] | None = None
@@ -181,4 +188,24 @@ EVALUATIONS_SCHEMA = pa.schema([
     ("confusion", pa.string()),          # run rows: expected -> predicted -> count, JSON
     ("slot", pa.timestamp("s", tz="UTC")),  # the schedule slot, null when run by hand
     ("finished_at", pa.timestamp("ms", tz="UTC")),
-], metadata={"inferq.schema": "evaluations", "inferq.schema_version": "1"})
+    # version 2 (older files read these as null):
+    ("op", pa.string()),                 # classify | generate
+    ("score_low", pa.float64()),         # run, slice: the score's 95% bootstrap interval
+    ("score_high", pa.float64()),
+    ("log_loss", pa.float64()),          # run rows of classify runs with label probabilities
+    ("brier", pa.float64()),
+    ("ece", pa.float64()),               # expected calibration error, 10 equal bins
+    ("auc", pa.float64()),               # two labels only
+    ("reliability", pa.string()),        # run rows: [{lower, upper, n, confidence, accuracy}]
+    ("slice", pa.string()),              # slice rows: the dataset's slice value
+    ("custom_id", pa.string()),          # example rows: a wrong row's id
+    ("expected", pa.string()),           # example rows: its expected answer
+    ("predicted", pa.string()),          # example rows: its prediction, null for an error row
+    ("compared_job_id", pa.string()),    # run rows: the previous run of suite and target
+    ("test", pa.string()),               # mcnemar | paired_bootstrap
+    ("paired_rows", pa.int64()),         # rows both runs scored (same id, same answer)
+    ("delta", pa.float64()),             # this run's score minus the previous, paired rows
+    ("p_value", pa.float64()),
+    ("confirms", pa.string()),           # a confirmation re-run: the run it re-ran
+    ("awaiting_confirmation", pa.bool_()),  # breached, re-run pending before any alert
+], metadata={"inferq.schema": "evaluations", "inferq.schema_version": "2"})

@@ -71,6 +71,10 @@ class Scorer(Protocol):
 
     def score(self, pairs: Iterable[tuple[str | None, str]]) -> Score: ...
 
+    def correct(self, prediction: str | None, expected: str) -> bool:
+        """Whether one row is right: the 0/1 row score that intervals and paired tests use."""
+        ...
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Normalise:
@@ -105,6 +109,10 @@ class _PerRow:
     def _correct(self, prediction: str | None, expected: str) -> bool:
         raise NotImplementedError
 
+    def correct(self, prediction: str | None, expected: str) -> bool:
+        """Whether one row's prediction (None: an error row) is right."""
+        return self._correct(prediction, expected)
+
     def score(self, pairs: Iterable[tuple[str | None, str]]) -> Score:
         n = right = errors = 0
         for prediction, expected in pairs:
@@ -137,6 +145,14 @@ class LabelScorer:
     def _label(self, text: str) -> str:
         text = text.strip() if self.strip else text
         return text if self.case_sensitive else text.casefold()
+
+    def label(self, text: str) -> str:
+        """A label as this scorer compares and reports it (stripped, case-folded)."""
+        return self._label(text)
+
+    def correct(self, prediction: str | None, expected: str) -> bool:
+        """Whether one row's predicted label (None: an error row) is the expected one."""
+        return prediction is not None and self._label(prediction) == self._label(expected)
 
     def score(self, pairs: Iterable[tuple[str | None, str]]) -> Score:
         cells: Counter[tuple[str, str | None]] = Counter(

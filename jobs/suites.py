@@ -9,7 +9,7 @@
     every = "6h"                                   # or schedule = "0 2 * * *" (cron)
     chunk_size = 256
     options = { max_tokens = 16 }
-    alerts = { min_score = 0.8, max_drop = 0.05 }
+    alerts = { min_score = 0.8, max_drop = 0.05 }    # also significance = 0.05, confirm
 
 A mistake rejects the whole file with the file, the line and what is wrong.
 """
@@ -203,10 +203,19 @@ def _schedule(table: dict[str, Any], check_cron: CronCheck | None,
 
 
 def _alerts(table: dict[str, Any], fail: Fail) -> dict[str, float]:
+    """min_score, max_drop, significance: numbers; confirm: true or false (as 1.0 or 0.0)."""
     alerts = table.get("alerts", {})
-    if not isinstance(alerts, dict) or set(alerts) - {"min_score", "max_drop"} or not all(
-            isinstance(v, int | float) for v in alerts.values()):
-        raise fail("alerts", "alerts holds numbers min_score and max_drop")
+    numbers = {"min_score", "max_drop", "significance"}
+    if not isinstance(alerts, dict) or set(alerts) - numbers - {"confirm"} or not all(
+            isinstance(v, int | float) and not isinstance(v, bool)
+            for k, v in alerts.items() if k != "confirm"):
+        raise fail("alerts", "alerts holds numbers min_score, max_drop and significance, "
+                             "and confirm = true or false")
+    if not isinstance(alerts.get("confirm", False), bool):
+        raise fail("alerts", f"alerts.confirm is true or false, got {alerts['confirm']!r}")
+    if not 0 <= alerts.get("significance", 0.05) < 1:
+        raise fail("alerts", f"alerts.significance is a p-value threshold in [0, 1) "
+                             f"(0 = no significant-drop alert), got {alerts['significance']!r}")
     return {k: float(v) for k, v in alerts.items()}
 
 

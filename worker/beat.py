@@ -6,6 +6,8 @@ Each tick finds every suite's latest slot (the latest time its ``every`` or cron
 at the same time or after a restart, finds it claimed. A slot missed while no
 beat was running is run when beat starts again, but only the latest one: a
 beat down for three days runs a daily suite once on restart, not three times.
+Each tick also submits the confirmation re-runs that breached runs of suites with
+``alerts.confirm`` ask for (`worker.confirmations`), each once across beats.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 
 from celery.beat import Scheduler
 
+from worker.confirmations import submit_confirmations
 from worker.evals import latest_slot, load, submit_suite
 
 log = logging.getLogger("inferq.beat")
@@ -54,6 +57,10 @@ class SuiteScheduler(Scheduler):  # type: ignore[misc]
                 log.info("suite %s slot %s: submitted %s", suite.name, slot, ", ".join(jobs))
             except Exception:
                 log.exception("suite %s slot %s: submission failed", suite.name, slot)
+        try:
+            submit_confirmations(self.client, self.suites)
+        except Exception:
+            log.exception("confirmation re-runs: submission failed")
         return max(MIN_SLEEP, min(self._next_due(now) - time.time(), float(self.max_interval)))
 
     def _next_due(self, now: float) -> float:

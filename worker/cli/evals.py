@@ -38,6 +38,17 @@ def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
+def _alert(run: dict[str, Any]) -> str:
+    if run.get("awaiting_confirmation"):
+        return f"(awaiting a confirmation re-run) {run['breach']}"
+    return str(run["breach"] or "")
+
+
+def _interval(run: dict[str, Any]) -> str:
+    low, high = run.get("score_low"), run.get("score_high")
+    return "-" if low is None or high is None else f"{low:.3f}-{high:.3f}"
+
+
 @click.group("eval")
 def eval_group() -> None:
     """Evaluation suites: run one now, list them, their history, a report."""
@@ -64,13 +75,45 @@ def eval_run(ctx: click.Context, suite: str, suites_path: str, wait: bool,
         click.echo(job_id)
     if not wait:
         return
-    states = [client.wait(job_id).state for job_id in jobs]
-    latest = client.store.evaluations.latest(chosen.name)
-    for run in latest.values():
-        if run["job_id"] in jobs:
-            click.echo(f"{run['target']}: {run['scorer']} {run['score']:.3f}"
-                       + (f"  ALERT: {run['breach']}" if run["breached"] else ""))
-    sys.exit(0 if all(s == "completed" for s in states) else 1)
+    sys.exit(_wait_and_show(client, chosen, jobs))
+
+
+def _wait_and_show(client: Any, suite: Any, jobs: list[str]) -> int:
+    """Wait for the runs (and the confirmation re-runs they ask for); print each score.
+    The exit status: 0 all completed and none breached, 1 otherwise."""
+    from worker.confirmations import submit_confirmations
+
+    ok = all(client.wait(job_id).state == "completed" for job_id in jobs)
+    reruns = submit_confirmations(client, {suite.name: suite}, only=set(jobs))
+    ok = all([client.wait(job_id).state == "completed" for job_id in reruns.values()]) and ok
+    runs = {r["job_id"]: r for r in client.store.evaluations.history(suite.name, limit=200)
+            if r["job_id"] in set(jobs) | set(reruns.values())}
+    for job_id in [*jobs, *reruns.values()]:
+        run = runs.get(job_id)
+        if run is None:
+            click.echo(f"{job_id}: not scored (the job did not complete)")
+            ok = False
+            continue
+        interval = ("" if run.get("score_low") is None else
+                    f" [{run['score_low']:.3f}, {run['score_high']:.3f}]")
+        note = ""
+        if run["breached"]:
+            note, ok = f"  ALERT: {run['breach']}", False
+        elif run.get("awaiting_confirmation"):
+            note = (f"  breached, re-running {reruns[job_id]} to confirm: {run['breach']}"
+                    if job_id in reruns else f"  breached, awaiting a re-run: {run['breach']}")
+        elif run.get("confirms"):
+            note = f"  re-run of {run['confirms']}: not confirmed, no alert"
+        click.echo(f"{run['target']}: {run['scorer']} {run['score']:.3f}{interval}"
+                   f"{_versus(run)}{note}")
+    return 0 if ok else 1
+
+
+def _versus(run: dict[str, Any]) -> str:
+    if run.get("compared_job_id") is None:
+        return ""
+    return (f" ({run['delta']:+.3f} vs {run['compared_job_id']}, {run['test']} "
+            f"p={run['p_value']:.2g})")
 
 
 @eval_group.command("list")
@@ -110,16 +153,24 @@ def eval_list(ctx: click.Context, suites_path: str, as_json: bool) -> None:
 def eval_history(ctx: click.Context, suite: str, target: str | None, limit: int,
                  as_json: bool) -> None:
     """SUITE's runs, newest first: scores, throughput, latency, alerts."""
-    runs = client_of(ctx).store.evaluations.history(suite, target, limit)
+    evaluations = client_of(ctx).store.evaluations
+    targets = sorted(evaluations.latest(suite))
+    if not targets:
+        fail(f"no runs of suite {suite!r} recorded; `inferq eval list` shows the suites", 2)
+    if target is not None and target not in targets:
+        fail(f"suite {suite!r} has no runs on target {target!r}; its targets: "
+             f"{', '.join(targets)}", 2)
+    runs = evaluations.history(suite, target, limit)
     if as_json:
         print_json(runs)
         return
-    print_table(["FINISHED", "TARGET", "BACKEND", "SCORE", "ACCURACY", "ROWS/S", "S/ROW",
-                 "ALERT", "JOB"],
+    print_table(["FINISHED", "TARGET", "BACKEND", "SCORE", "95% CI", "ACCURACY", "ROWS/S",
+                 "S/ROW", "ALERT", "JOB"],
                 [[time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["finished_at"])),
-                  r["target"], r["backend"], _fmt(r["score"]), _fmt(r["accuracy"]),
+                  r["target"], r["backend"], _fmt(r["score"]), _interval(r),
+                  _fmt(r["accuracy"]),
                   f"{r['rows_per_sec']:,.1f}", f"{r['seconds_per_row']:.4f}",
-                  r["breach"] or "", r["job_id"]] for r in runs])
+                  _alert(r), r["job_id"]] for r in runs])
 
 
 @click.command("beat")
