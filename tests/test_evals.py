@@ -104,16 +104,24 @@ def test_an_evaluation_run_is_scored_into_parquet_and_redis(redis_url, tmp_path,
     start_worker("w1", str(results), backends="fake", fake_models="demo")
     path = suites_file(tmp_path, SUITE.format(extra="alerts = { min_score = 0.99 }"))
     out = run_cli(redis_url, results, "eval", "run", "sentiment", "--suites", str(path), "--wait")
-    assert out.returncode == 0, out.stderr
+    assert out.returncode == 1, out.stderr     # the run breached min_score
+    assert "ALERT: score" in out.stdout
     job_id = out.stdout.split()[0]
-    rows = duckdb.sql(f"select label, expected, error_code from read_parquet("
+    rows = duckdb.sql(f"select custom_id, label, expected, error_code from read_parquet("
                       f"'{results}/results/job={job_id}/*.parquet')").fetchall()
-    correct = sum(label == expected for label, expected, _ in rows)
-    runs = duckdb.sql(f"select kind, score, accuracy, n, correct, breached from read_parquet("
-                      f"'{results}/evaluations/*/*.parquet') order by kind, label").fetchall()
+    correct = sum(label == expected for _, label, expected, _ in rows)
+    evaluations = f"read_parquet('{results}/evaluations/*/*.parquet')"
+    runs = duckdb.sql(f"select kind, score, accuracy, n, correct, breached, score_low, "
+                      f"score_high, log_loss, auc, op from {evaluations} where kind != 'example' "
+                      "order by kind, label").fetchall()
     assert runs[-1][0] == "run"
     assert runs[-1][2:5] == (correct / 40, 40, correct)
+    assert runs[-1][6] <= runs[-1][1] <= runs[-1][7]            # the interval holds the score
+    assert runs[-1][8] > 0 and 0 <= runs[-1][9] <= 1 and runs[-1][10] == "classify"
     assert [r[0] for r in runs[:-1]] == ["label", "label"]
+    examples = duckdb.sql(f"select custom_id, expected, predicted from {evaluations} "
+                          "where kind = 'example' order by custom_id").fetchall()
+    assert sorted(examples) == sorted((i, e, p) for i, p, e, _ in rows if p != e)
     latest = RedisJobStore.from_url(redis_url).evaluations.latest("sentiment")["demo"]
     assert latest["job_id"] == job_id and latest["accuracy"] == correct / 40
     assert latest["breached"] and "below the minimum 0.990" in latest["breach"]
@@ -196,3 +204,70 @@ def test_a_slot_missed_while_beat_was_down_runs_once_on_restart(redis_url, tmp_p
     missed = list(range(before[-1] + every, int(restart_at) + 1, every))
     assert len(missed) == 3
     assert [slot for slot in after if slot not in before] == [missed[-1]], (missed, after)
+
+
+def test_history_of_an_unknown_suite_or_target_is_an_error(redis_url, tmp_path):
+    store = RedisJobStore.from_url(redis_url)
+    store.evaluations.record({"suite": "sentiment", "target": "demo", "job_id": "j1",
+                              "finished_at": time.time(), "score": 0.5})
+    out = run_cli(redis_url, tmp_path, "eval", "history", "sentimnet")
+    assert out.returncode == 2 and "no runs of suite 'sentimnet'" in out.stderr
+    out = run_cli(redis_url, tmp_path, "eval", "history", "sentiment", "--model", "dmeo")
+    assert out.returncode == 2 and "no runs on target 'dmeo'; its targets: demo" in out.stderr
+
+
+def fake_labels(prompts: list[str]) -> list[str]:
+    """The labels the fake backend gives these prompts (a hash of the prompt)."""
+    from inference import GenerateOptions
+    from inference.testing.fake import FakeModel
+
+    options = GenerateOptions(labels=tuple(LABELS))
+    return [str(r.label) for r in FakeModel("fake://demo").classify(prompts, options)]
+
+
+def graded_dataset(path: Path, right: int, n: int = 30) -> None:
+    """``n`` rows whose fake answers are right for the first ``right`` and wrong after;
+    the same ids and expected answers whatever ``right`` is; a slice column."""
+    with open(path, "w") as f:
+        for i in range(n):
+            expected = LABELS[i % 2]
+            variant = 0
+            while (fake_labels([f"review {i}.{variant}"])[0] == expected) != (i < right):
+                variant += 1
+            f.write(json.dumps({"custom_id": f"q{i}", "prompt": f"review {i}.{variant}",
+                                "expected": expected, "slice": "short" if i % 3 else "long"})
+                    + "\n")
+
+
+@pytest.mark.slow
+def test_a_significant_drop_alerts_only_once_a_rerun_confirms_it(redis_url, tmp_path,
+                                                                 start_worker):
+    results = tmp_path / "results"
+    start_worker("w1", str(results), backends="fake", fake_models="demo")
+    path = tmp_path / "evals.toml"
+    path.write_text(SUITE.replace("sentiment.jsonl", "graded.jsonl").format(
+        extra="alerts = { confirm = true }"))
+    graded_dataset(tmp_path / "graded.jsonl", right=30)
+    first = run_cli(redis_url, results, "eval", "run", "sentiment", "--suites", str(path),
+                    "--wait")
+    assert first.returncode == 0, first.stdout + first.stderr
+    graded_dataset(tmp_path / "graded.jsonl", right=18)     # 12 of 30 rows now wrong
+    second = run_cli(redis_url, results, "eval", "run", "sentiment", "--suites", str(path),
+                     "--wait")
+    assert second.returncode == 1, second.stdout + second.stderr
+    dropped, rerun = second.stdout.split()[0], second.stdout.split("re-running ")[1].split()[0]
+    store = RedisJobStore.from_url(redis_url)
+    history = {r["job_id"]: r for r in store.evaluations.history("sentiment")}
+    assert history[dropped]["awaiting_confirmation"] and not history[dropped]["breached"]
+    confirmed = history[rerun]
+    assert confirmed["confirms"] == dropped and confirmed["breached"]
+    # macro-F1 1.0 -> about 0.6 on the same 30 rows: a paired bootstrap, p near 0
+    assert confirmed["test"] == "paired_bootstrap" and confirmed["p_value"] < 0.01
+    assert confirmed["compared_job_id"] == first.stdout.split()[0]
+    assert "significant" in confirmed["breach"]
+    assert [a["job_id"] for a in store.evaluations.alerts()] == [rerun]
+    assert store.evaluations.confirmations() == []
+    slices = duckdb.sql(f"select slice, n, accuracy from read_parquet('{results}/evaluations/"
+                        f"*/{rerun}.parquet') where kind = 'slice' order by slice").fetchall()
+    # long: rows 0, 3, ..., 27 (10, of which 0-15 right: 6); short: 20, of which 12 right
+    assert slices == [("long", 10, 0.6), ("short", 20, 0.6)]
