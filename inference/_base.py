@@ -120,6 +120,29 @@ def check_prompt_length(index: int, n_tokens: int, context_len: int, reserve: in
         )
 
 
+def ambiguous_labels(labels: Sequence[str], token_ids: Sequence[Sequence[int]]) -> str | None:
+    """Why a label set cannot be scored apart, or None.
+
+    Two labels that tokenize identically get the same probability; a label whose tokens
+    begin another's is scored as that prefix, a probability that includes every longer
+    answer starting with it. Both make the winner meaningless, so they are refused.
+    """
+    seen: dict[tuple[int, ...], str] = {}
+    for label, ids in zip(labels, token_ids, strict=True):
+        key = tuple(ids)
+        if key in seen:
+            return (f"labels {seen[key]!r} and {label!r} are the same tokens {list(key)} to "
+                    "this model; make them differ")
+        seen[key] = label
+    for short_key, short in seen.items():
+        for long_key, long in seen.items():
+            if len(short_key) < len(long_key) and long_key[:len(short_key)] == short_key:
+                return (f"label {short!r} is the first tokens of label {long!r} to this "
+                        "model, so its probability would include every answer starting "
+                        f"with {long!r}; make one not begin the other")
+    return None
+
+
 def label_distribution(logprobs: Mapping[str, float]) -> tuple[str, dict[str, float]]:
     """The winning label and every label's probability, normalised over the labels.
 

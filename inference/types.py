@@ -44,7 +44,9 @@ class ClassifyResult:
     (``GenerateOptions(logits=True)``). With labels, ``label`` is the most
     likely label and ``label_probs`` maps every label to its probability,
     computed over the label's full token sequence and normalised over the
-    labels. ``error`` is set, and the rest empty, when the prompt cannot run.
+    labels. ``label_logprobs`` holds each label's unnormalised log-probability (the sum
+    over its tokens) and ``label_tokens`` its token count, for calibration. ``error`` is
+    set, and the rest empty, when the prompt cannot run.
     """
 
     token: Token | None = None
@@ -52,6 +54,8 @@ class ClassifyResult:
     label: str | None = None
     label_probs: dict[str, float] | None = None
     prompt_tokens: int = 0
+    label_logprobs: dict[str, float] | None = None
+    label_tokens: dict[str, int] | None = None
     error: PromptError | None = None
 
     @property

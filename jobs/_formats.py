@@ -20,6 +20,7 @@ import pyarrow as pa  # type: ignore[import-untyped, unused-ignore]
 from inference import GenerateOptions, Message
 from jobs.errors import InputFileError
 from jobs.rows import InputRow, with_expected
+from jobs.spec import CALIBRATIONS
 
 #: OpenAI Batch API endpoints a job can run, and the body key each expects.
 URLS = {"/v1/completions": "prompt", "/v1/chat/completions": "messages"}
@@ -204,10 +205,17 @@ def body_options(body: dict[str, Any]) -> dict[str, Any] | tuple[str, str]:
                 return ("unsupported_parameter", f"body.{key}={value!r} is not supported; "
                         f"inferq answers as with {key}={BODY_NEUTRAL[key]!r}")
             continue
+        if key == "calibrate":  # inferq's: the job's calibration, checked when the row runs
+            if value not in CALIBRATIONS:
+                return ("invalid_parameter", f"body.calibrate={value!r}; use one of "
+                        f"{', '.join(CALIBRATIONS)}")
+            options["calibrate"] = value
+            continue
         name = BODY_OPTIONS.get(key)
         if name is None:
             return ("unsupported_parameter", f"body.{key} is not supported by inferq; "
-                    "supported: " + ", ".join(sorted(BODY_OPTIONS | BODY_NEUTRAL)))
+                    "supported: " + ", ".join(sorted([*BODY_OPTIONS, *BODY_NEUTRAL,
+                                                      "calibrate"])))
         if name == "stop_strings" and isinstance(value, str):
             value = [value]
         if name == "logprobs" and isinstance(value, int) and not isinstance(value, bool):
@@ -232,6 +240,7 @@ def check_options(options: dict[str, Any]) -> str | None:
         "max_tokens": int, "top_k": int, "seed": int, "top_logprobs": int, "logprobs": bool,
         "temperature": number, "top_p": number, "min_p": number, "repeat_penalty": number,
         "stop_strings": list, "labels": list}
+    options = {k: v for k, v in options.items() if k != "calibrate"}
     for name, value in options.items():
         param = next(k for k, v in BODY_OPTIONS.items() if v == name)
         if isinstance(value, bool) != (kinds[name] is bool) or not isinstance(value, kinds[name]):

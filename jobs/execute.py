@@ -24,6 +24,7 @@ from inference import (
     TextModel,
 )
 from inference.model import ChatRenderer
+from jobs import calibrate
 from jobs.lifecycle import ChunkSummary
 from jobs.rows import InputRow
 from jobs.schema import MetricRow, ResultRow, metrics_table, results_table
@@ -137,6 +138,8 @@ def _run_batch(model: TextModel, spec: JobSpec, batch: Sequence[InputRow], ctx: 
     out = [_base(spec, row, ctx) for row in batch]
     #: Rows that run, grouped by the options they run with (a row's own over the job's).
     groups: dict[GenerateOptions, list[tuple[int, str]]] = {}
+    #: The labels scored -> the labels as the user wrote them.
+    names: dict[tuple[str, ...], dict[str, str]] = {}
     for k, row in enumerate(batch):
         problem = _row_problem(spec, row)
         if problem is not None:
@@ -151,13 +154,22 @@ def _run_batch(model: TextModel, spec: JobSpec, batch: Sequence[InputRow], ctx: 
             out[k].error_code = "unsupported"
             out[k].error_message = "this backend cannot render chat messages"
             continue
-        options = replace(spec.options, **row.options) if row.options else spec.options
+        own = {k: v for k, v in (row.options or {}).items() if k != "calibrate"}
+        options = replace(spec.options, **own) if own else spec.options
+        if spec.op == "classify" and options.labels:
+            # Labels continue the prompt as a new word: scored with a leading space
+            # after a prompt that does not end in whitespace (jobs/calibrate.py).
+            space = calibrate.needs_space(text)
+            options = replace(options, labels=tuple(calibrate.scored_label(label, space)
+                                                    for label in options.labels))
+            names[options.labels] = dict(zip(options.labels, _user_labels(spec, row),
+                                              strict=True))
         groups.setdefault(options, []).append((k, text))
     for options, members in groups.items():
         prompts = [text for _, text in members]
         if spec.op == "classify":
             for (k, _), c in zip(members, model.classify(prompts, options), strict=True):
-                _set_classified(out[k], c)
+                _set_classified(out[k], c, spec.calibrate, names.get(options.labels, {}))
         else:
             for (k, _), g in zip(members, model.batch_generate(prompts, options), strict=True):
                 _set_generated(out[k], g, options)
@@ -178,22 +190,43 @@ def _row_problem(spec: JobSpec, row: InputRow) -> tuple[str, str] | None:
     if spec.op == "generate" and row.options and row.options.get("labels"):
         return ("invalid_parameter", "body.labels applies to classification; this job "
                 "generates text")
+    calibration = row.options.get("calibrate") if row.options else None
+    if calibration is not None and calibration != spec.calibrate:
+        return ("invalid_parameter", f"body.calibrate={calibration!r} differs from the "
+                f"job's calibration, {spec.calibrate!r}: a job calibrates all its rows "
+                "one way (inferq submit --calibrate, or every line of a batch alike)")
     if spec.op == "classify" and row.options and row.options.get("logprobs"):
         return ("invalid_parameter", "body.logprobs applies to generation; a "
                 "classification's output carries every label's probability")
     return None
 
 
-def _set_classified(row: ResultRow, result: ClassifyResult) -> None:
+def _user_labels(spec: JobSpec, row: InputRow) -> tuple[str, ...]:
+    labels = row.options.get("labels") if row.options else None
+    return tuple(labels) if labels else spec.options.labels
+
+
+def _set_classified(row: ResultRow, result: ClassifyResult, method: str,
+                    names: dict[str, str]) -> None:
     if result.error is not None:
         row.error_code, row.error_message = result.error.code, str(result.error)
         row.prompt_tokens = result.prompt_tokens
         return
-    probs = [{"label": k, "prob": v} for k, v in (result.label_probs or {}).items()]
-    row.label, row.label_probs = result.label, probs or None
     row.token_id = result.token.id if result.token else None
     row.text = result.token.text if result.token else None
     row.prompt_tokens, row.generated_tokens = result.prompt_tokens, 0
+    if not result.label_probs:
+        return
+    # "batch" is applied when the job finalizes; until then a row holds the raw ones.
+    now = method if method in calibrate.ROW_METHODS else "none"
+    probs = calibrate.calibrated_probs(result, now, names) or {}
+    row.label = calibrate.winner(probs)
+    row.label_prob = probs[row.label]
+    row.label_probs = [{"label": k, "prob": v} for k, v in probs.items()]
+    row.calibration = now
+    if now != "none":
+        raw = calibrate.calibrated_probs(result, "none", names) or {}
+        row.raw_label_probs = [{"label": k, "prob": v} for k, v in raw.items()]
 
 
 def _set_generated(row: ResultRow, result: BatchResult, options: GenerateOptions) -> None:

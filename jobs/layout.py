@@ -18,7 +18,7 @@ from __future__ import annotations
 #: The kinds of part each chunk publishes.
 KINDS = ("results", "metrics")
 #: The JSON documents kept per job.
-DOCUMENTS = ("spec.json", "manifest.json")
+DOCUMENTS = ("spec.json", "manifest.json", "calibration.json")
 EVALUATIONS = "evaluations"
 
 

@@ -57,6 +57,13 @@ class PartSink(Protocol):
         """A published part's bytes; `FileNotFoundError` if it was never published."""
         ...
 
+    def replace_part(self, job_id: str, chunk: int, kind: str, data: bytes) -> bool:
+        """Swap a published part for ``data`` in one step (readers see the old part or
+        the new, never a mix); False when there is no such part here. Only for a
+        rewrite that is a pure function of the part itself (batch calibration), so a
+        rewrite that runs twice writes the same bytes."""
+        ...
+
     def put_document(self, job_id: str, name: str, document: dict[str, Any]) -> None:
         """Write a job's JSON document (``spec.json``, ``manifest.json``), replacing it."""
         ...
@@ -137,6 +144,18 @@ class ParquetSink:
             self.fs.delete_file(tmp)
             return False
         self.fs.move(tmp, final)
+        return True
+
+    def replace_part(self, job_id: str, chunk: int, kind: str, data: bytes) -> bool:
+        if not self.has_part(job_id, chunk, kind):
+            return False
+        final = self.path(job_id, chunk, kind)
+        tmp = layout.temporary(final.rsplit("/", 1)[0], part_name(chunk), uuid.uuid4().hex)
+        self._write(tmp, data)
+        if self.local:
+            os.replace(tmp, final)
+        else:
+            self.fs.move(tmp, final)
         return True
 
     def read_part(self, job_id: str, chunk: int, kind: str = "results") -> bytes:
@@ -250,6 +269,11 @@ class RedisPartSink:
 
     def put_part(self, job_id: str, chunk: int, kind: str, data: bytes) -> bool:
         return bool(self.redis.set(self._key(job_id, chunk, kind), data, nx=True))
+
+    def replace_part(self, job_id: str, chunk: int, kind: str, data: bytes) -> bool:
+        # XX: only while the part is still in Redis. A part already collected is
+        # replaced by `collect`'s caller from the document beside it.
+        return bool(self.redis.set(self._key(job_id, chunk, kind), data, xx=True))
 
     def read_part(self, job_id: str, chunk: int, kind: str = "results") -> bytes:
         data = self.redis.get(self._key(job_id, chunk, kind))

@@ -27,6 +27,11 @@ NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
 JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}\Z")
 
 _OPTION_FIELDS = {f.name for f in dataclasses.fields(GenerateOptions)}
+#: `JobSpec.calibrate` methods (jobs/calibrate.py says what each does).
+CALIBRATIONS = ("none", "length", "batch")
+#: Labels a job may score at most, unless the submitter's setting says otherwise
+#: (``INFERQ_MAX_LABELS``): each label costs a decode per chunk.
+MAX_LABELS = 1_000
 
 
 def new_job_id() -> str:
@@ -58,6 +63,8 @@ class JobSpec:
     #: Set for evaluation runs: {"suite", "scorer", "scorer_options", "alerts", "slot"};
     #: the job is scored when it finalizes.
     evaluation: dict[str, Any] | None = None
+    #: How classify probabilities are calibrated: none | length | batch (jobs/calibrate.py)
+    calibrate: str = "none"
     version: int = SPEC_VERSION
 
     def __post_init__(self) -> None:
@@ -74,6 +81,11 @@ class JobSpec:
             raise InvalidJobSpec("chunk_size", f"{self.chunk_size!r}; use 1 to {MAX_CHUNK_SIZE:,}")
         if self.op == "generate" and self.options.labels:
             raise InvalidJobSpec("labels", "labels apply to classify jobs only")
+        if self.calibrate not in CALIBRATIONS:
+            raise InvalidJobSpec("calibrate", f"{self.calibrate!r}; use one of "
+                                 f"{', '.join(CALIBRATIONS)}")
+        if self.op == "generate" and self.calibrate != "none":
+            raise InvalidJobSpec("calibrate", "calibration applies to classify jobs only")
         if self.deadline is not None and (
                 not isinstance(self.deadline, int | float) or self.deadline <= self.created_at):
             raise InvalidJobSpec("deadline", f"{self.deadline!r} must be a unix time after "
@@ -88,6 +100,8 @@ class JobSpec:
 
     def to_dict(self) -> dict[str, Any]:
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        if data["calibrate"] == "none":
+            del data["calibrate"]  # readable by workers that predate calibration
         data["options"] = {name: _plain(getattr(self.options, name)) for name in _OPTION_FIELDS}
         return data
 
@@ -105,6 +119,29 @@ class JobSpec:
             return cls(**values)
         except TypeError as exc:
             raise InvalidJobSpec("spec", str(exc)) from exc
+
+
+def check_labels(labels: list[str] | tuple[str, ...], *, limit: int = MAX_LABELS,
+                 where: str = "labels") -> tuple[str, ...]:
+    """Labels as a job takes them, checked when the job is made: none blank (a label
+    of spaces is a mistake, never dropped), none repeated, at most ``limit``.
+    `InvalidJobSpec` naming ``where`` and the label otherwise. Labels that only the
+    model's tokenizer can tell apart are checked by the engine (``ambiguous_labels``)."""
+    for i, label in enumerate(labels):
+        if not isinstance(label, str) or not label.strip():
+            raise InvalidJobSpec(where, f"label {i + 1} is {label!r}: a label must hold "
+                                 "text (write the labels you want scored, e.g. "
+                                 "positive,negative)")
+    seen: dict[str, int] = {}
+    for i, label in enumerate(labels):
+        if label in seen:
+            raise InvalidJobSpec(where, f"label {label!r} is given twice (labels "
+                                 f"{seen[label] + 1} and {i + 1})")
+        seen[label] = i
+    if len(labels) > limit:
+        raise InvalidJobSpec(where, f"{len(labels):,} labels; the limit is {limit:,} "
+                             "(INFERQ_MAX_LABELS): scoring costs one decode per label")
+    return tuple(labels)
 
 
 def spec_from_document(doc: dict[str, Any]) -> JobSpec:

@@ -20,6 +20,8 @@ from jobs import (
     manifest,
     submit_job,
 )
+from jobs.calibrate import DOCUMENT as CALIBRATION
+from jobs.calibrate import calibrate_job
 from worker.advertise import live_workers
 from worker.app import TASK, create_app
 from worker.config import Settings
@@ -92,9 +94,12 @@ class Client:
         status = self.store.status(job_id)
         moved = RedisPartSink(self.redis).collect(job_id, status.chunks, self.sink)
         if status.terminal:
+            spec = self.store.get_spec(job_id)
             self.sink.put_document(job_id, "manifest.json", manifest(
-                self.store.get_spec(job_id), status, self.store.done_chunks(job_id),
-                status.state))
+                spec, status, self.store.done_chunks(job_id), status.state))
+            if spec.calibrate == "batch" and self.sink.has_document(job_id, CALIBRATION):
+                # parts collected before the job finalized hold raw probabilities
+                calibrate_job(self.sink, job_id, self.sink.part_chunks(job_id))
         return moved
 
     def wait(self, job_id: str, *, poll: float = 0.5, timeout: float | None = None,

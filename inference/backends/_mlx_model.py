@@ -26,7 +26,12 @@ import mlx_lm
 from mlx_lm.generate import BatchGenerator, generate_step, generation_stream, wired_limit
 from mlx_lm.sample_utils import make_logits_processors, make_sampler
 
-from inference._base import BaseTextModel, check_prompt_length, label_distribution
+from inference._base import (
+    BaseTextModel,
+    ambiguous_labels,
+    check_prompt_length,
+    label_distribution,
+)
 from inference._base import options_or_default as _opts
 from inference._memory import current_rss_bytes, peak_rss_bytes
 from inference._stream import TokenStream
@@ -258,6 +263,10 @@ class MlxModel(BaseTextModel):
         opts = _opts(options)
         start = self._begin(None)
         labels = [encode_label(self._tokenizer, label) for label in opts.labels]
+        ambiguous = ambiguous_labels(opts.labels, labels)
+        if ambiguous:
+            return [ClassifyResult(error=PromptError("ambiguous_labels", ambiguous))
+                    for _ in prompts]
         results: list[ClassifyResult | None] = [None] * len(prompts)
         valid: list[tuple[int, list[int]]] = []
         for i, text in enumerate(prompts):
@@ -282,7 +291,7 @@ class MlxModel(BaseTextModel):
             for p, (i, ids) in enumerate(chunk):
                 results[i] = self._classify_result(
                     ids, out.tokens[p], logits[p] if logits else None,
-                    out.label_logprobs[p], opts)
+                    out.label_logprobs[p], opts, labels)
         peak, active = _memory()
         self._metrics = GenerateMetrics(
             prompt_tokens=sum(len(ids) for _, ids in valid), prefill_seconds=prefill,
@@ -292,15 +301,19 @@ class MlxModel(BaseTextModel):
         return [r if r is not None else ClassifyResult() for r in results]
 
     def _classify_result(self, ids: list[int], token_id: int, logits: list[float] | None,
-                         label_logprobs: list[float], opts: GenerateOptions) -> ClassifyResult:
+                         label_logprobs: list[float], opts: GenerateOptions,
+                         label_ids: list[list[int]]) -> ClassifyResult:
         text = self._bytes(token_id).decode("utf-8", errors="replace")
-        label, probs = None, None
+        label, probs, lps = None, None, None
         if opts.labels:
-            label, probs = label_distribution(dict(zip(opts.labels, label_logprobs,
-                                                       strict=True)))
+            lps = dict(zip(opts.labels, label_logprobs, strict=True))
+            label, probs = label_distribution(lps)
         return ClassifyResult(token=Token(token_id, text),
                               logits=tuple(logits) if logits is not None else None,
-                              label=label, label_probs=probs, prompt_tokens=len(ids))
+                              label=label, label_probs=probs, prompt_tokens=len(ids),
+                              label_logprobs=lps,
+                              label_tokens={name: len(t) for name, t in zip(
+                                  opts.labels, label_ids, strict=True)} if lps else None)
 
     def _check_labels(self, index: int, n_tokens: int, labels: tuple[str, ...],
                       label_ids: list[list[int]]) -> None:

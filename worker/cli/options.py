@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from collections.abc import Callable
@@ -10,6 +11,7 @@ from typing import Any
 import click
 
 from jobs import DEFAULT_CHUNK_SIZE, JobSpec, options_from_dict
+from jobs.spec import CALIBRATIONS, MAX_LABELS, check_labels
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -35,7 +37,13 @@ def job_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                      help="Model id, as workers' catalogs name it."),
         click.option("--backend", "-b", default="", help="Pin a backend (default: any)."),
         click.option("--labels", "-l", default="",
-                     help="Comma-separated labels (classify); spaces are kept."),
+                     help="Comma-separated labels (classify), stored as written; after a "
+                     "prompt not ending in whitespace each is scored as a new word "
+                     "(' positive')."),
+        click.option("--calibrate", type=click.Choice(CALIBRATIONS), default="none",
+                     show_default=True,
+                     help="Classify probabilities: none (the engine's), length (per label "
+                     "token), batch (divided by the job's mean per label)."),
         click.option("--max-tokens", type=int, default=256, show_default=True),
         click.option("--temperature", type=float, default=0.0, show_default=True,
                      help="0 = greedy."),
@@ -58,13 +66,24 @@ def job_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
+def max_labels() -> int:
+    """``INFERQ_MAX_LABELS``, or the default `jobs.spec.MAX_LABELS`."""
+    value = os.environ.get("INFERQ_MAX_LABELS", "")
+    if not value:
+        return MAX_LABELS
+    if not value.isdigit() or int(value) < 1:
+        raise click.BadParameter(f"INFERQ_MAX_LABELS={value!r}: give a positive integer")
+    return int(value)
+
+
 def build_spec(kw: dict[str, Any]) -> JobSpec:
     """A `JobSpec` from the shared options; raises InvalidJobSpec naming the field."""
     options = options_from_dict({
         "max_tokens": kw["max_tokens"], "temperature": kw["temperature"], "top_k": kw["top_k"],
         "top_p": kw["top_p"], "seed": kw["seed"], "stop_strings": list(kw["stop"]),
         # Labels keep their spaces: " positive" and "positive" tokenize differently.
-        "labels": [x for x in kw["labels"].split(",") if x.strip()],
+        "labels": check_labels(kw["labels"].split(","), limit=max_labels(),
+                               where="--labels") if kw["labels"] != "" else [],
     })
     metadata = {}
     for item in kw["meta"]:
@@ -75,6 +94,7 @@ def build_spec(kw: dict[str, Any]) -> JobSpec:
     now = time.time()
     extra = {"job_id": kw["job_id"]} if kw["job_id"] else {}
     return JobSpec(op=kw["op"], model=kw["model_id"], backend=kw["backend"], options=options,
+                   calibrate=kw["calibrate"],
                    chunk_size=kw["chunk_size"], metadata=metadata, created_at=now,
                    deadline=now + parse_duration(kw["deadline"]) if kw["deadline"] else None,
                    input_name=kw["input"], **extra)

@@ -241,7 +241,9 @@ class Batches:
         if not found.errors:
             try:
                 return JobSpec(op=found.op, model=found.model,
-                               options=found.generate_options(), **common)
+                               options=found.generate_options(),
+                               calibrate=found.calibrate if found.classify else "none",
+                               **common)
             except (InvalidJobSpec, ValueError) as exc:
                 found.error(None, "invalid_request", str(exc), "body")
         return JobSpec(op="generate", model="unknown", **common)

@@ -14,7 +14,10 @@ the error file with its own code (``unsupported_parameter``, ``invalid_parameter
 
 The inferq extension ``labels`` (a list of strings) makes a line a classification:
 its output line carries the winning label as content and every label's probability
-in ``label_probs``. A batch whose lines carry ``labels`` runs as a classify job.
+in ``label_probs``. A batch whose lines carry ``labels`` runs as a classify job;
+``calibrate`` (``none``, ``length`` or ``batch``, jobs/calibrate.py) chooses how its
+probabilities are calibrated: the first line's choice is the batch's, and a line
+asking for another is an error line.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from inference import GenerateOptions
+from jobs.spec import CALIBRATIONS
 
 MAX_ERRORS = 50  #: errors reported for one file; the rest are counted
 CONTENT = {"/v1/completions": "prompt", "/v1/chat/completions": "messages"}
@@ -41,6 +45,7 @@ class Plan:
     errors: list[dict[str, Any]] = field(default_factory=list)
     more_errors: int = 0
     classify: bool = False  #: some line carries ``labels``
+    calibrate: str = "none"  #: the first line's ``calibrate`` (a line differing is an error line)
     #: custom_id -> the error of a line refused on its own. Lines are now refused by the
     #: job's reader, as error rows with their own code, so this stays empty; kept for
     #: jobs created before that (their refusals are a document beside the job).
@@ -67,6 +72,7 @@ def plan(path: Path, endpoint: str, *, max_line_bytes: int = 8 * 2**20) -> Plan:
     over ``max_line_bytes`` is an error, skipped without being held."""
     result = Plan()
     ids: set[str] = set()
+    seen = False  # a line named calibrate
     with open(path, "rb") as f:
         for number, raw in _lines(f, max_line_bytes):
             if raw is None:
@@ -78,8 +84,14 @@ def plan(path: Path, endpoint: str, *, max_line_bytes: int = 8 * 2**20) -> Plan:
                 continue
             result.lines += 1
             request = _request(result, number, raw, endpoint, ids)
-            if request is not None and request["body"].get("labels") is not None:
+            if request is None:
+                continue
+            if request["body"].get("labels") is not None:
                 result.classify = True
+            calibrate = request["body"].get("calibrate")
+            if calibrate in CALIBRATIONS and not seen:
+                result.calibrate = calibrate
+            seen = seen or calibrate is not None
     if result.lines == 0:
         result.error(None, "empty_file", "the input file holds no requests")
     return result
