@@ -17,10 +17,18 @@ from pathlib import Path
 import matplotlib.image
 import pytest
 
-from jobs.evaluate import EvalRun, breaches, evaluation_table, write_evaluation
-from jobs.scorers import make_scorer
+from jobs.evaluate import (
+    EvalRun,
+    Example,
+    breaches,
+    evaluation_table,
+    read_evaluations,
+    write_evaluation,
+)
+from jobs.outcomes import outcomes, probability_scores
+from jobs.scorers import LabelScorer, make_scorer
 from jobs.sinks import ParquetSink
-from worker.cli.report import NoEvaluationRuns, build_report
+from worker.cli.report import NoEvaluationRuns, build_report, throughput_chart
 
 CHROMIUM = "/usr/bin/chromium"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -41,17 +49,32 @@ def pairs(right: int, n: int = 30) -> list[tuple[str | None, str]]:
 
 def write_run(sink: ParquetSink, suite: str, i: int, target: str, backend: str, right: int,
               scorer: str = "label", min_score: float | None = None,
-              speed: float = 1.0) -> None:
-    """Score a hand-made run and write its rows; ``min_score`` checks it against that alert."""
-    score = make_scorer(scorer).score(pairs(right))
+              speed: float = 1.0, op: str = "classify") -> EvalRun:
+    """Score a hand-made run and write its rows; ``min_score`` checks it against that alert.
+    Label runs get probabilities: 0.8 on the predicted label, the rest shared."""
+    rows = pairs(right)
+    chosen = make_scorer(scorer)
+    score = chosen.score(rows)
+    ids = [f"row{k}" for k in range(len(rows))]
+    per_row = outcomes(chosen, ids, rows)
+    probabilities = None
+    if isinstance(chosen, LabelScorer):
+        probabilities = probability_scores(chosen, [
+            None if p is None else [{"label": lab, "prob": 0.8 if lab == p else 0.1}
+                                    for lab in LABELS] for p, _ in rows], [e for _, e in rows])
     run = EvalRun(suite=suite, job_id=f"job{i:02d}-{target.replace('@', '-')}", target=target,
-                  model=target.split("@")[0], backend=backend, score=score,
+                  model=target.split("@")[0], backend=backend, score=score, op=op,
                   rows_per_sec=speed * (40 + 3 * i), prefill_tokens_per_sec=speed * (900 + 25 * i),
                   decode_tokens_per_sec=speed * (120 + 4 * i), seconds_per_row=0.02 / speed,
-                  finished_at=START + i * 6 * 3600)
+                  finished_at=START + i * 6 * 3600, interval=per_row.interval(),
+                  probabilities=probabilities,
+                  examples=[Example(custom_id=k, expected=e, predicted=p)
+                            for k, (p, e), ok in zip(ids, rows, per_row.correct, strict=True)
+                            if not ok])
     if min_score is not None:
         run = replace(run, breaches=breaches(run, {"min_score": min_score}, None))
     write_evaluation(sink, suite, run.job_id, evaluation_table(run))
+    return run
 
 
 BREACH = "score 0.474 is below the minimum 0.800"
@@ -88,7 +111,8 @@ def test_the_report_holds_the_suite_a_chart_per_kind_a_row_per_run_and_the_alert
     html = report.html
     assert "<h1>Evaluation report: sentiment</h1>" in html
     sources = image_sources(html)
-    assert len(sources) == 3 and list(report.charts) == ["score", "confusion", "throughput"]
+    assert len(sources) == 4 and list(report.charts) == ["score", "confusion", "calibration",
+                                                          "throughput"]
     for source, png in zip(sources, report.charts.values(), strict=True):
         assert source.startswith("data:image/png;base64,")
         decoded = base64.b64decode(source.removeprefix("data:image/png;base64,"))
@@ -126,7 +150,7 @@ def test_a_non_label_scorer_gets_no_heatmap_and_says_so(tmp_path):
     for i in range(2):
         write_run(sink, "answers", i, "demo", "fake", 20 + i, scorer="exact")
     report = build_report(sink, "answers")
-    assert list(report.charts) == ["score", "throughput"]
+    assert list(report.charts) == ["score", "throughput"]      # no probabilities either
     assert len(image_sources(report.html)) == 2
     assert "No confusion matrix: the exact scorer" in report.html
 
@@ -135,7 +159,7 @@ def test_a_single_run_still_draws_every_chart(tmp_path):
     sink = ParquetSink(str(tmp_path / "results"))
     write_run(sink, "sentiment", 0, "demo", "fake", 25)
     report = build_report(sink, "sentiment")
-    assert list(report.charts) == ["score", "confusion", "throughput"]
+    assert list(report.charts) == ["score", "confusion", "calibration", "throughput"]
     assert all(png_size(png)[0] > 300 for png in report.charts.values())
     assert report.html.count('<tr class="run') == 1
 
@@ -143,9 +167,69 @@ def test_a_single_run_still_draws_every_chart(tmp_path):
 def test_png_dir_gets_each_chart_as_a_file(sink, tmp_path):
     written = build_report(sink, "sentiment").write(tmp_path / "r.html", tmp_path / "png")
     assert [p.name for p in written] == ["r.html", "score.png", "confusion.png",
-                                         "throughput.png"]
+                                         "calibration.png", "throughput.png"]
     for path in written[1:]:
         png_size(path.read_bytes())
+
+
+def test_the_report_shows_intervals_probability_scores_and_wrong_rows_by_id(tmp_path):
+    sink = ParquetSink(str(tmp_path / "results"))
+    write_run(sink, "sentiment", 0, "demo", "fake", 24)
+    latest = write_run(sink, "sentiment", 1, "demo", "fake", 20)
+    html = build_report(sink, "sentiment").html
+    assert latest.interval is not None
+    low, high = latest.interval
+    assert f"{low:.3f}–{high:.3f}" in html
+    assert latest.probabilities is not None
+    assert f'<td class="num">{latest.probabilities.ece:,.3f}</td>' in html
+    wrong = re.findall(r'<tr class="example"[^>]*><td>demo</td>\s*<td>(row\d+)</td>', html)
+    assert wrong == [e.custom_id for e in latest.examples] and len(wrong) == 10
+    assert "<td>(error)</td>" in html      # the error row, row29
+
+
+def test_per_slice_scores_are_tabled(tmp_path):
+    from jobs.evaluate import SliceScore
+
+    sink = ParquetSink(str(tmp_path / "results"))
+    run = write_run(sink, "sentiment", 0, "demo", "fake", 24)
+    short = SliceScore(slice="short", score=make_scorer("label").score(pairs(24)[:10]),
+                       interval=(0.4, 0.9))
+    write_evaluation(sink, "sentiment", run.job_id, evaluation_table(replace(run, slices=[short])))
+    html = build_report(sink, "sentiment").html
+    assert re.search(r"<td>demo</td><td>short</td>\s*<td class=\"num\">10</td>", html)
+    assert "0.400–0.900" in html
+
+
+def test_classify_runs_draw_no_decode_series(tmp_path):
+    sink = ParquetSink(str(tmp_path / "results"))
+    for i in range(3):
+        write_run(sink, "s", i, "demo", "fake", 24)
+    runs = [r for r in read_evaluations(sink, "s").to_pylist() if r["kind"] == "run"]
+    colours = {"demo (fake)": "#1f77b4"}
+    faster = [r | {"decode_tokens_per_sec": 10 * r["decode_tokens_per_sec"]} for r in runs]
+    assert throughput_chart(runs, colours) == throughput_chart(faster, colours)
+    generate = [r | {"op": "generate"} for r in runs]
+    faster_generate = [r | {"op": "generate"} for r in faster]
+    assert throughput_chart(generate, colours) != throughput_chart(faster_generate, colours)
+
+
+def test_an_evaluation_file_of_the_first_schema_still_reads(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from jobs.schema import EVALUATIONS_SCHEMA
+
+    sink = ParquetSink(str(tmp_path / "results"))
+    run = write_run(sink, "sentiment", 0, "demo", "fake", 24)
+    first = pa.schema(list(EVALUATIONS_SCHEMA)[:EVALUATIONS_SCHEMA.get_field_index(
+        "finished_at") + 1])
+    path = tmp_path / "results" / "evaluations" / "suite=sentiment" / f"{run.job_id}.parquet"
+    table = pq.read_table(path).select(first.names).cast(first)
+    table = table.filter(pa.compute.not_equal(table["kind"], "example"))
+    pq.write_table(table, path)
+    report = build_report(sink, "sentiment")
+    assert list(report.charts) == ["score", "confusion", "throughput"]   # no reliability
+    assert report.html.count('<tr class="run') == 1 and "<td class=\"num\">–</td>" in report.html
 
 
 class _Elements(HTMLParser):
@@ -189,7 +273,7 @@ def test_chromium_renders_the_report_with_its_charts_and_table(sink, tmp_path):
     elements = _Elements()
     elements.feed(dom.stdout)
     assert sum(c.startswith("run") for c in elements.rows) == 8
-    assert len(elements.images) == 3
+    assert len(elements.images) == 4
     assert all(int(i["data-width"] or 0) > 300 for i in elements.images), elements.images
 
 
@@ -209,7 +293,8 @@ def test_eval_report_renders_runs_made_by_a_real_worker(redis_url, tmp_path, sta
                      "--out", str(out), "--png", str(tmp_path / "png"))
     assert report.returncode == 0, report.stderr
     assert report.stdout.split() == [str(out), *(str(tmp_path / "png" / f"{n}.png")
-                                                 for n in ("score", "confusion", "throughput"))]
+                                                 for n in ("score", "confusion", "calibration",
+                                                           "throughput"))]
     html = out.read_text()
     assert html.count('<tr class="run') == 2 and "Minimum score</dt><dd>0.99</dd>" in html
     unknown = run_cli(redis_url, results, "eval", "report", "nosuch", "--suites", str(path),

@@ -5,10 +5,14 @@ draws the charts on matplotlib's Agg canvas (no pyplot state) and renders the pa
 jinja2, autoescaped: model ids, labels and alert text are data, not markup. The page
 needs no network: its CSS is inline and its charts are PNG ``data:`` URIs.
 
-The charts: the score over time (one line per target and backend, breached runs marked
-in red, the minimum score when known); the confusion matrix of each target's latest run
-(label scorer only); throughput over time (rows/s, and prefill and decode tokens/s).
-Times are UTC.
+The charts: the score over time (one line per target and backend, each run's 95%
+bootstrap interval as an error bar, breached runs marked in red, the minimum score when
+known); the confusion matrix of each target's latest run (label scorer only); the
+reliability diagram of each latest run (classify runs with label probabilities);
+throughput over time (rows/s and prefill tokens/s of model time, so queue waits do not
+count; decode tokens/s for generate suites only). Tables: runs (with the interval and the
+paired test against the previous run), probability scores, per-label and per-slice
+scores, and the rows the latest runs got wrong, by id. Times are UTC.
 """
 
 from __future__ import annotations
@@ -22,7 +26,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import jinja2
 import matplotlib as mpl
 import matplotlib.dates as mdates
 from matplotlib.axes import Axes
@@ -32,6 +35,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import EngFormatter
 
 from jobs import ParquetSink, layout, read_evaluations
+from worker.cli.report_page import TEMPLATE as _TEMPLATE
 
 if TYPE_CHECKING:
     from matplotlib.typing import RcKeyType
@@ -90,14 +94,29 @@ def build_report(sink: ParquetSink, suite: str, *, min_score: float | None = Non
     confusion = confusion_chart(latest)
     if confusion is not None:
         charts["confusion"] = confusion
+    calibration = calibration_chart(latest, colours)
+    if calibration is not None:
+        charts["calibration"] = calibration
     charts["throughput"] = throughput_chart(runs, colours)
     latest_jobs = {r["job_id"]: r["target"] for r in latest}
     labels = [{"target": latest_jobs[r["job_id"]], "label": r["label"],
                "precision": _num(r["precision"]), "recall": _num(r["recall"]),
                "f1": _num(r["score"]), "support": r["support"]}
               for r in rows if r["kind"] == "label" and r["job_id"] in latest_jobs]
+    slices = [{"target": latest_jobs[r["job_id"]], "slice": r["slice"], "n": r["n"],
+               "score": _num(r["score"]), "interval": _interval(r),
+               "accuracy": _num(r["accuracy"])}
+              for r in rows if r["kind"] == "slice" and r["job_id"] in latest_jobs]
+    examples = [{"target": latest_jobs[r["job_id"]], "job_id": r["job_id"],
+                 "custom_id": r["custom_id"], "expected": r["expected"],
+                 "predicted": "(error)" if r["predicted"] is None else r["predicted"]}
+                for r in rows if r["kind"] == "example" and r["job_id"] in latest_jobs]
+    probabilities = [{"target": r["target"], "log_loss": _num(r.get("log_loss")),
+                      "brier": _num(r.get("brier")), "ece": _num(r.get("ece")),
+                      "auc": _num(r.get("auc"))} for r in latest if r.get("log_loss") is not None]
     scorers = sorted({r["scorer"] for r in runs})
     page = _TEMPLATE.render(
+        slices=slices, examples=examples, probabilities=probabilities,
         suite=suite, scorers=", ".join(scorers), runs=[_table_row(r) for r in reversed(runs)],
         targets=sorted({r["target"] for r in runs}), breached=sum(r["breached"] for r in runs),
         first=_when(runs[0]["finished_at"]), last=_when(runs[-1]["finished_at"]),
@@ -115,8 +134,18 @@ def score_chart(runs: list[Row], colours: dict[str, str], min_score: float | Non
     ax = fig.add_subplot()
     handles: list[Any] = []
     for name, series in _series(runs).items():
-        handles += ax.plot([r["finished_at"] for r in series], [r["score"] for r in series],
+        when = [r["finished_at"] for r in series]
+        handles += ax.plot(when, [r["score"] for r in series],
                            marker="o", markersize=4, color=colours[name], label=name)
+        bounded = [r for r in series if r.get("score_low") is not None]
+        if bounded:
+            ax.errorbar([r["finished_at"] for r in bounded], [r["score"] for r in bounded],
+                        yerr=[[r["score"] - r["score_low"] for r in bounded],
+                              [r["score_high"] - r["score"] for r in bounded]],
+                        fmt="none", ecolor=colours[name], elinewidth=1, capsize=3, alpha=0.7)
+    if any(r.get("score_low") is not None for r in runs):
+        handles.append(Line2D([], [], color="black", marker="|", markersize=8, linewidth=0,
+                              label="95% interval"))
     breached = [r for r in runs if r["breached"]]
     if breached:
         handles.append(ax.scatter([r["finished_at"] for r in breached],
@@ -139,26 +168,69 @@ def throughput_chart(runs: list[Row], colours: dict[str, str]) -> bytes:
     fig = _figure(9, 5.2)
     rows_ax, tokens_ax = fig.subplots(2, 1, sharex=True)
     handles: list[Any] = []
+    decoding = [r for r in runs if _decodes(r)]
     for name, series in _series(runs).items():
         when = [r["finished_at"] for r in series]
         handles += rows_ax.plot(when, [r["rows_per_sec"] for r in series], marker="o",
                                 markersize=4, color=colours[name], label=name)
         tokens_ax.plot(when, [r["prefill_tokens_per_sec"] for r in series], marker="o",
                        markersize=4, color=colours[name])
-        tokens_ax.plot(when, [r["decode_tokens_per_sec"] for r in series], marker="s",
-                       markersize=3, linestyle="--", color=colours[name])
-    rows_ax.set_ylabel("rows / s")
+        decoded = [r for r in series if _decodes(r)]
+        if decoded:
+            tokens_ax.plot([r["finished_at"] for r in decoded],
+                           [r["decode_tokens_per_sec"] for r in decoded], marker="s",
+                           markersize=3, linestyle="--", color=colours[name])
+    rows_ax.set_ylabel("rows / s of model time")
     rows_ax.set_title("Throughput per run")
-    tokens_ax.set_ylabel("tokens / s")
+    tokens_ax.set_ylabel("tokens / s of model time")
     for ax in (rows_ax, tokens_ax):
         ax.set_ylim(bottom=0)
         ax.yaxis.set_major_formatter(EngFormatter(sep=""))   # 1.5M, not a 1e6 offset
     _legend(rows_ax, handles)
-    _legend(tokens_ax, [Line2D([], [], color="black", marker="o", markersize=4,
-                               label="prefill"),
-                        Line2D([], [], color="black", marker="s", markersize=3,
-                               linestyle="--", label="decode")])
+    kinds = [Line2D([], [], color="black", marker="o", markersize=4, label="prefill")]
+    if decoding:
+        kinds.append(Line2D([], [], color="black", marker="s", markersize=3, linestyle="--",
+                            label="decode"))
+    _legend(tokens_ax, kinds)
+    _time_axis(rows_ax, runs)
     _time_axis(tokens_ax, runs)
+    return _png(fig)
+
+
+def _decodes(run: Row) -> bool:
+    """Whether a run generated tokens: classify runs (by op, or older rows with no decode
+    time) have no decode series."""
+    return run.get("op") != "classify" and bool(run["decode_tokens_per_sec"])
+
+
+@mpl.rc_context(CHART_STYLE)
+def calibration_chart(latest: list[Row], colours: dict[str, str]) -> bytes | None:
+    """The reliability diagram of each target's latest run: accuracy against confidence per
+    bin (marker area by rows), and the diagonal of perfect calibration; None without
+    label probabilities."""
+    diagrams = [(r, json.loads(r["reliability"])) for r in latest if r.get("reliability")]
+    if not diagrams:
+        return None
+    fig = _figure(6.4, 4.6)
+    ax = fig.add_subplot()
+    handles: list[Any] = ax.plot([0, 1], [0, 1], linestyle=":", color="grey",
+                                 label="perfectly calibrated")
+    names = {id(r): name for name, series in _series(latest).items() for r in series}
+    for run, bins in diagrams:
+        name = names[id(run)]
+        total = sum(b["n"] for b in bins) or 1
+        handles += ax.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins],
+                           color=colours.get(name, PALETTE[0]),
+                           label=f"{_short(name, 40)} (ECE {_num(run.get('ece'))})")
+        ax.scatter([b["confidence"] for b in bins], [b["accuracy"] for b in bins],
+                   s=[20 + 200 * b["n"] / total for b in bins],
+                   color=colours.get(name, PALETTE[0]), zorder=3)
+    ax.set_xlim(0, 1.02)
+    ax.set_ylim(-0.03, 1.03)
+    ax.set_xlabel("confidence: top label's probability")
+    ax.set_ylabel("accuracy")
+    ax.set_title("Calibration of the latest run (reliability)")
+    _legend(ax, handles)
     return _png(fig)
 
 
@@ -259,75 +331,25 @@ def _why_no_confusion(scorers: list[str]) -> str:
     return "No confusion matrix: the latest runs scored no rows."
 
 
+def _interval(row: Row) -> str:
+    low, high = row.get("score_low"), row.get("score_high")
+    return "–" if low is None or high is None else f"{low:.3f}–{high:.3f}"
+
+
+def _versus(run: Row) -> str:
+    if run.get("compared_job_id") is None:
+        return "–"
+    return f"{run['delta']:+.3f} ({run['test']}, p={run['p_value']:.2g})"
+
+
 def _table_row(run: Row) -> dict[str, Any]:
+    breach = run["breach"] or ""
+    if run.get("awaiting_confirmation"):
+        breach = f"awaiting a confirmation re-run: {breach}"
     return {"finished": _when(run["finished_at"]), "job_id": run["job_id"],
+            "interval": _interval(run), "versus": _versus(run),
             "target": run["target"], "backend": run["backend"], "score": _num(run["score"]),
             "accuracy": _num(run["accuracy"]), "macro_f1": _num(run["macro_f1"]),
             "n": run["n"], "errors": run["errors"], "rows_per_sec": _num(run["rows_per_sec"], 1),
             "seconds_per_row": _num(run["seconds_per_row"], 4), "breached": run["breached"],
-            "breach": run["breach"] or ""}
-
-
-_TEMPLATE = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined).from_string("""\
-<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<title>inferq evaluation report: {{ suite }}</title>
-<style>
-body { font: 14px/1.45 system-ui, sans-serif; color: #222; margin: 2em auto; max-width: 1100px;
-       padding: 0 1em; }
-h1 { font-size: 1.5em; margin-bottom: .2em; } h2 { font-size: 1.15em; margin-top: 2em; }
-dl.meta { display: grid; grid-template-columns: max-content 1fr; gap: .15em 1em; margin: 0; }
-dl.meta dt { color: #666; } dl.meta dd { margin: 0; }
-figure { margin: 1em 0; } figure img { max-width: 100%; height: auto; }
-figcaption { color: #555; font-size: .9em; }
-table { border-collapse: collapse; width: 100%; font-size: .9em; }
-th, td { padding: .3em .6em; border-bottom: 1px solid #ddd; text-align: left; }
-th { background: #f4f4f4; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
-tr.breached { background: #fdecea; } tr.breached td:first-child { border-left: 4px solid #d62728; }
-.alert { color: #b71c1c; } .note { color: #555; font-style: italic; }
-</style></head><body>
-<h1>Evaluation report: {{ suite }}</h1>
-<dl class="meta">
-<dt>Scorer</dt><dd>{{ scorers }}</dd>
-<dt>Runs</dt><dd>{{ runs | length }} ({{ breached }} breached)</dd>
-<dt>Targets</dt><dd>{{ targets | join(", ") }}</dd>
-<dt>Time range</dt><dd>{{ first }} – {{ last }} UTC</dd>
-<dt>Minimum score</dt><dd>{{ threshold }}</dd>
-<dt>Results</dt><dd>{{ where }}</dd>
-<dt>Generated</dt><dd>{{ generated }} UTC</dd>
-</dl>
-<h2>Score over time</h2>
-<figure><img src="{{ images.score }}" alt="Score of each run over time">
-<figcaption>The headline score of each run ({{ scorers }}), one line per target and backend;
-red crosses mark breached runs{% if min_score is not none %}, the dashed line the
-minimum score{% endif %}.</figcaption></figure>
-<h2>Confusion matrix</h2>
-{% if images.confusion is defined %}
-<figure><img src="{{ images.confusion }}" alt="Confusion matrix of each target's latest run">
-<figcaption>The latest run of each target: rows are expected labels, columns predicted
-ones, cells count rows; &lt;error&gt; counts rows the model failed on.</figcaption></figure>
-{% else %}<p class="note">{{ no_confusion }}</p>{% endif %}
-<h2>Throughput over time</h2>
-<figure><img src="{{ images.throughput }}" alt="Throughput of each run over time">
-<figcaption>Rows per second of wall time (above); prefill (solid) and decode (dashed)
-tokens per second of model time (below).</figcaption></figure>
-<h2>Runs</h2>
-<table id="runs"><thead><tr><th>Finished (UTC)</th><th>Target</th><th>Backend</th>
-<th>Score</th><th>Accuracy</th><th>Macro-F1</th><th>n</th><th>Errors</th><th>Rows/s</th>
-<th>s/row</th><th>Alert</th></tr></thead><tbody>
-{% for r in runs %}<tr class="run{{ ' breached' if r.breached }}" title="job {{ r.job_id }}">
-<td>{{ r.finished }}</td><td>{{ r.target }}</td><td>{{ r.backend }}</td>
-<td class="num">{{ r.score }}</td><td class="num">{{ r.accuracy }}</td>
-<td class="num">{{ r.macro_f1 }}</td><td class="num">{{ r.n }}</td>
-<td class="num">{{ r.errors }}</td><td class="num">{{ r.rows_per_sec }}</td>
-<td class="num">{{ r.seconds_per_row }}</td><td class="alert">{{ r.breach }}</td></tr>
-{% endfor %}</tbody></table>
-{% if labels %}<h2>Per-label scores (latest run of each target)</h2>
-<table id="labels"><thead><tr><th>Target</th><th>Label</th><th>Precision</th><th>Recall</th>
-<th>F1</th><th>Support</th></tr></thead><tbody>
-{% for l in labels %}<tr><td>{{ l.target }}</td><td>{{ l.label }}</td>
-<td class="num">{{ l.precision }}</td><td class="num">{{ l.recall }}</td>
-<td class="num">{{ l.f1 }}</td><td class="num">{{ l.support }}</td></tr>
-{% endfor %}</tbody></table>{% endif %}
-</body></html>
-""")
+            "breach": breach}
