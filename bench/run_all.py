@@ -4,6 +4,7 @@
     ./bench/run_all --only bench_queue   # one; the other sections are kept as they are
     ./bench/run_all --only real          # the same, without the bench_ prefix
     ./bench/run_all --only serve         # inferq serve vs inferq submit (fake backend)
+    ./bench/run_all --only prefix        # a templated job vs llama-server -np 8 (SmolLM2)
 
 Each benchmark prints its own markdown (machine, versions, the table); this script adds
 the command and the date, and keeps the hand-written reading of each section, which
@@ -30,6 +31,7 @@ BENCHES = (
     ("bench_ceiling", "Machinery ceiling (fake backend) and a million-row submit"),
     ("bench_real", "A real model: SmolLM2-135M-Instruct on llama.cpp"),
     ("bench_serve", "OpenAI Batch API: `inferq serve` vs `inferq submit`"),
+    ("bench_prefix", "A templated classify job: inferq's prefix cache vs warm `llama-server`"),
 )
 
 HEADER = """# Benchmarks
@@ -39,8 +41,8 @@ against the alternative measured in the same run (medians of interleaved runs af
 warm-up). Machines are shared and noisy: read the ratios, not the absolute rates. The
 model is the ~71M-parameter f32 llama with random weights that
 `inference.testing.BENCH_CONFIG` generates (same weights as GGUF and as MLX
-safetensors, byte-level vocabulary: one token per byte of text), except in the last
-section, which runs a real model (SmolLM2-135M-Instruct, Q4_1). `./bench/run_all`
+safetensors, byte-level vocabulary: one token per byte of text), except in the sections
+that say they run a real model (SmolLM2-135M-Instruct, Q4_1). `./bench/run_all`
 rewrites this page.
 """
 

@@ -34,7 +34,7 @@ from inference._base import (
 from inference._memory import current_rss_bytes, peak_rss_bytes
 from inference._stream import TokenStream
 from inference.backends._llama_engine import ContextShape, Engine, Sampler, default_threads
-from inference.backends._llama_prefix import DEFAULT_ENTRIES, Match, PrefixCache
+from inference.backends._llama_prefix import DEFAULT_ENTRIES, Match, PrefixCache, common_prefix
 from inference.backends._llama_probe import probe
 from inference.errors import GenerationError, ModelLoadError, PromptError
 from inference.gguf_header import file_type_bits, read_gguf_header
@@ -199,7 +199,7 @@ class LlamaModel(BaseTextModel):
         prefix = shortest = tokens = 0
         for index, ids in valid:
             if group:
-                prefix = _common_prefix(group[0][1], ids, prefix)
+                prefix = common_prefix(group[0][1], ids, prefix)
                 shortest = min(shortest, len(ids))
                 tokens += len(ids)
                 n = len(group) + 1
@@ -491,14 +491,6 @@ def _metrics(prompt: int, generated: int, prefill: float, decode: float,
                            peak_memory_bytes=peak_rss_bytes())
 
 
-def _common_prefix(a: list[int], b: list[int], limit: int) -> int:
-    n = min(len(a), len(b), limit)
-    for k in range(n):
-        if a[k] != b[k]:
-            return k
-    return n
-
-
 def _shared_prefix(group: list[list[int]]) -> int:
     """Tokens all prompts share, leaving each at least one of its own; 0 if not worth it."""
     if len(group) < 2:
@@ -506,7 +498,7 @@ def _shared_prefix(group: list[list[int]]) -> int:
     shared = min(len(ids) for ids in group) - 1
     first = group[0]
     for ids in group[1:]:
-        shared = _common_prefix(first, ids, shared)
+        shared = common_prefix(first, ids, shared)
     return shared if shared >= MIN_SHARED_PREFIX else 0
 
 

@@ -59,7 +59,7 @@ class PrefixCache:
         token of its own); no entry when fewer than ``minimum`` would come from it."""
         best = Match()
         for entry in self._entries:
-            covered = min(_common_prefix(entry.tokens, ids, len(ids) - 1) for ids in prompts)
+            covered = min(common_prefix(entry.tokens, ids, len(ids) - 1) for ids in prompts)
             if covered > best.tokens:
                 best = Match(entry, covered)
         return best if best.tokens >= max(minimum, 1) else Match()
@@ -137,7 +137,8 @@ class PrefixCache:
         self._free.append(entry.seq)
 
 
-def _common_prefix(a: list[int], b: list[int], limit: int) -> int:
+def common_prefix(a: list[int], b: list[int], limit: int) -> int:
+    """How many leading tokens ``a`` and ``b`` share, at most ``limit``."""
     n = min(len(a), len(b), limit)
     for k in range(n):
         if a[k] != b[k]:
