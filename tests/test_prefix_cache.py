@@ -164,3 +164,41 @@ def test_generation_starts_after_a_kept_prefix_and_changes_no_greedy_token(cache
     assert cached.cached_prefixes() == [encode(PREFIX)]
     ours, theirs = cached.classify(chunk(2), LOGITS), plain.classify(chunk(2), LOGITS)
     np.testing.assert_allclose(logits(ours), logits(theirs), atol=ATOL)
+
+
+# -- a real quantised model --------------------------------------------------------------
+
+SYSTEM = ("You label customer reviews for a shop. Read the whole review, then answer with "
+          "exactly one word: positive or negative. Mixed reviews are labelled by their "
+          "conclusion; sarcasm counts as what it means.")
+REVIEWS = ("The kettle boils fast and looks great.", "Broke after a week.",
+           "Arrived late but works perfectly.", "Flimsy and noisy, sent it back.",
+           "Best headset I have owned.", "Nothing like the photos.")
+
+
+@pytest.mark.real_model
+@pytest.mark.slow
+def test_a_real_models_chunks_are_bit_identical_with_the_kept_prefix(smollm2_path):
+    """SmolLM2 (Q4_1): batch shape moves its numbers, yet a prefix taken whole from the
+    cache leaves every logit as computing it would; a lone prompt after it (another
+    batch shape) stays within 0.05 in label probability (measured: under 0.01)."""
+    labels = GenerateOptions(labels=("positive", "negative"), logits=True)
+    with inference.load_model(str(smollm2_path), LoadOptions(backend="llama_cpp")) as m, \
+            inference.load_model(str(smollm2_path),
+                                 LoadOptions(backend="llama_cpp", prefix_cache_tokens=-1)) as ref:
+        def prompt(text: str) -> str:
+            rendered: str = m.render_chat([inference.Message("system", SYSTEM),
+                                           inference.Message("user", f"Review: {text}")])
+            return rendered
+
+        for k in range(3):
+            chunk = [prompt(f"{text} (order {k})") for text in REVIEWS]
+            ours, theirs = m.classify(chunk, labels), ref.classify(chunk, labels)
+            assert (m.cached_prefix_tokens > 0) == (k > 0)
+            assert np.array_equal(logits(ours), logits(theirs))
+            assert [r.label_probs for r in ours] == [r.label_probs for r in theirs]
+        lone = [prompt("Works as described.")]
+        ours, theirs = m.classify(lone, labels), ref.classify(lone, labels)
+        assert m.cached_prefix_tokens > 0
+        assert ours[0].label_probs["positive"] == pytest.approx(
+            theirs[0].label_probs["positive"], abs=0.05)
