@@ -160,7 +160,10 @@ class ChunkRunner:
         ctx = ChunkContext(job_id=spec.job_id, chunk=chunk, backend=spec.backend,
                            worker=self.worker)
         table = error_rows(spec, rows, ctx, code, message)
-        self.sink.put_part(spec.job_id, chunk, "results", encode_table(table))
+        if not self.sink.put_part(spec.job_id, chunk, "results", encode_table(table)):
+            # another delivery, or the expiry sweep, published first: its part is the truth
+            return self._record(spec.job_id, chunk,
+                                summary_from_parts(self.sink, spec.job_id, chunk), "skipped")
         summary = ChunkSummary(rows=len(rows), errors=len(rows), status=status,
                                worker=self.worker, reason=message)
         return self._record(spec.job_id, chunk, summary, status)

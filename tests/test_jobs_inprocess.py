@@ -293,3 +293,24 @@ def test_a_worker_answers_a_payload_version_it_does_not_know_with_an_error_row_p
     assert rows[4]["error_code"] is None
     status = job.store.status("job-1")
     assert (status.state, status.completed, status.failed) == ("completed", 1, 4)
+
+
+def test_a_chunk_failed_after_another_part_won_is_recorded_from_the_winning_part(
+        tmp_path: Path) -> None:
+    """The expiry sweep (or another delivery) published chunk 0's part first: failing the
+    chunk then writes nothing and records what the published part says."""
+    from jobs.execute import ChunkContext, error_rows
+    from jobs.sinks import encode_table
+
+    job = Job(tmp_path, prompts(4))
+    job.submit()
+    rows = job.store.get_chunk_input("job-1", 0)
+    ctx = ChunkContext(job_id="job-1", chunk=0, backend="", worker="sweeper")
+    won = encode_table(error_rows(job.spec, rows, ctx, "expired", "the window ended"))
+    assert job.sink.put_part("job-1", 0, "results", won)
+    report = job.runner.fail_chunk("job-1", 0, "the engine crashed three times")
+    assert report.outcome == "skipped"
+    assert job.sink.read_part("job-1", 0) == won
+    status = job.store.status("job-1")
+    assert status.state == JobState.EXPIRED
+    assert [r["error_code"] for r in job.rows()] == ["expired"] * 4
