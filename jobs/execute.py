@@ -237,7 +237,7 @@ def _set_generated(row: ResultRow, result: BatchResult, options: GenerateOptions
     if options.logprobs and any(t.logprob is None for t in result.tokens):
         row.error_code, row.finish_reason = "unsupported_parameter", "error"
         row.error_message = (f"the {row.backend} backend does not report log-probabilities; "
-                             "drop logprobs, or run the job on llama_cpp")
+                             "drop logprobs, or run the job on llama_cpp or mlx")
         return
     row.text, row.generated_tokens = result.text, len(result.tokens)
     row.prompt_tokens, row.finish_reason = result.prompt_tokens, result.finish_reason

@@ -158,6 +158,24 @@ def test_batch_generate_greedy_equals_sequential_generate(
         assert list(result.tokens) == list(loaded.generate(prompt, stopping))
 
 
+def test_logprobs_are_the_models_next_token_distribution_batched_or_streamed(
+        model: MlxModel) -> None:
+    options = GenerateOptions(max_tokens=5, logprobs=True, top_logprobs=3)
+    [scored] = model.classify(["hello"], GenerateOptions(logits=True))
+    logits = np.array(scored.logits, dtype=np.float64)
+    expected = logits - logits.max() - math.log(np.exp(logits - logits.max()).sum())
+    streamed = list(model.generate("hello", options))
+    [batched] = model.batch_generate(["hello"], options)
+    first = batched.tokens[0]
+    assert first.id == scored.token.id
+    assert first.logprob == pytest.approx(expected[first.id], abs=1e-3)
+    for a, b in zip(streamed, batched.tokens, strict=True):
+        assert a.id == b.id and a.logprob == pytest.approx(b.logprob, abs=1e-3)
+        assert len(b.top_logprobs) == 3
+        assert b.top_logprobs[0][1] == pytest.approx(b.logprob)  # greedy: the likeliest
+    assert all(t.logprob is None for t in model.batch_generate(["hello"], GREEDY)[0].tokens)
+
+
 def test_max_tokens_gives_exactly_that_many_tokens(model: MlxModel) -> None:
     options = GenerateOptions(max_tokens=7)
     assert len(list(model.generate("hello", options))) == 7

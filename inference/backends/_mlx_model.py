@@ -23,6 +23,7 @@ from typing import Any
 
 import mlx.core as mx
 import mlx_lm
+import numpy as np
 from mlx_lm.generate import BatchGenerator, generate_step, generation_stream, wired_limit
 from mlx_lm.sample_utils import make_logits_processors, make_sampler
 
@@ -159,13 +160,14 @@ class MlxModel(BaseTextModel):
         try:
             streams: list[Any] = [generation_stream]
             with wired_limit(self._model, streams), _engine_errors("generate"):
-                for token, _ in steps:
+                for token, logprobs in steps:
                     token_id = int(token)
                     first = first or time.perf_counter()
                     generated += 1
                     if token_id in stops:
                         break
-                    yield from stream.feed(token_id, self._bytes(token_id))
+                    yield from stream.feed(token_id, self._bytes(token_id),
+                                           *self._logprobs(logprobs, token_id, opts))
                     if stream.stopped:
                         break
                 yield from stream.flush()
@@ -231,7 +233,8 @@ class MlxModel(BaseTextModel):
                 while responses := gen.next_generated():
                     # A sequence a stop string ended is still running in the engine.
                     early = [r.uid for r in responses
-                             if self._collect(running[r.uid], r.token, r.finish_reason, results)
+                             if self._collect(running[r.uid], r.token, r.finish_reason, results,
+                                              self._logprobs(r.logprobs, r.token, opts))
                              and r.finish_reason is None]
                     if early:
                         gen.remove(early)
@@ -239,13 +242,32 @@ class MlxModel(BaseTextModel):
             gen.close()
         return stats
 
+    def _logprobs(self, logprobs: Any, token_id: int, opts: GenerateOptions
+                  ) -> tuple[float | None, tuple[tuple[str, float], ...]]:
+        """The token's log-probability and the likeliest alternatives, when asked for.
+
+        mlx-lm hands each step's log-probabilities over the vocabulary (after logits
+        processors such as the repeat penalty, before the sampler's temperature)."""
+        if not opts.logprobs:
+            return None, ()
+        values = np.array(logprobs.astype(mx.float32)).reshape(-1)
+        top: tuple[tuple[str, float], ...] = ()
+        if opts.top_logprobs:
+            best = np.argpartition(values, -opts.top_logprobs)[-opts.top_logprobs:]
+            best = best[np.argsort(-values[best], kind="stable")]
+            top = tuple((self._bytes(int(t)).decode("utf-8", errors="replace"),
+                         float(values[t])) for t in best)
+        return float(values[token_id]), top
+
     def _collect(self, seq: _Sequence, token_id: int, engine_finish: str | None,
-                 results: list[BatchResult | None]) -> bool:
+                 results: list[BatchResult | None],
+                 logprobs: tuple[float | None, tuple[tuple[str, float], ...]] = (None, ())
+                 ) -> bool:
         """Add one generated token to ``seq``; True (and a result) when it is finished."""
         if engine_finish == "stop":  # EOS or a stop token: not part of the output
             finish: str | None = "stop"
         else:
-            seq.tokens += seq.stream.feed(token_id, self._bytes(token_id))
+            seq.tokens += seq.stream.feed(token_id, self._bytes(token_id), *logprobs)
             finish = "stop" if seq.stream.stopped else engine_finish
         if finish is None:
             return False
