@@ -192,6 +192,35 @@ def test_a_batch_with_labels_classifies_and_reports_every_label_probability(env)
         assert abs(sum(choice["label_probs"].values()) - 1) < 1e-6
 
 
+def test_a_batch_calibrates_its_labels_as_its_lines_ask_and_refuses_a_line_that_differs(env):
+    bodies = [{"model": "demo", "prompt": f"Review {i}: fine.", "labels": ["pos", "neg"],
+               "calibrate": "batch"} for i in range(8)]
+    bodies[5]["calibrate"] = "length"
+    path = write_batch(env.tmp / "calibrated.jsonl", bodies)
+    created = env.client.batches.create(input_file_id=upload(env, path),
+                                        endpoint="/v1/completions", completion_window="24h")
+    batch = wait_batch(env, created.id)
+    assert batch.status == "completed"
+    output = lines(env, batch.output_file_id)
+    assert len(output) == 7
+    for line in output:
+        choice = line["response"]["body"]["choices"][0]
+        assert choice["calibration"] == "batch"
+        assert set(choice["raw_label_probs"]) == set(choice["label_probs"]) == {"pos", "neg"}
+        assert choice["text"] == max(choice["label_probs"], key=choice["label_probs"].get)
+    # each line's probabilities divided by the batch's mean per label, renormalised
+    raws = [line["response"]["body"]["choices"][0]["raw_label_probs"] for line in output]
+    means = {k: sum(r[k] for r in raws) / len(raws) for k in ("pos", "neg")}
+    for line, raw in zip(output, raws, strict=True):
+        weights = {k: raw[k] / means[k] for k in raw}
+        calibrated = line["response"]["body"]["choices"][0]["label_probs"]
+        assert calibrated["pos"] == pytest.approx(weights["pos"] / sum(weights.values()))
+    [error] = lines(env, batch.error_file_id)
+    assert error["custom_id"] == "r-005" and error["error"]["code"] == "invalid_parameter"
+    assert "calibrate='length' differs from the job's calibration, 'batch'" in \
+        error["error"]["message"]
+
+
 def test_a_wrong_or_missing_key_is_401_in_openais_error_shape(env):
     wrong = openai.OpenAI(base_url=f"{env.server.url}/v1", api_key="sk-wrong", max_retries=0)
     with pytest.raises(openai.AuthenticationError) as raised:

@@ -60,6 +60,9 @@ def openai_line(row: dict[str, Any], *, chat: bool = False,
     if row["op"] == "classify":
         content = row["label"] if row["label"] is not None else row["text"]
         extra = {"label_probs": {p["label"]: p["prob"] for p in row["label_probs"] or []}}
+        if row.get("calibration") not in (None, "none"):  # calibrated: the engine's too
+            extra |= {"calibration": row["calibration"], "raw_label_probs": {
+                p["label"]: p["prob"] for p in row.get("raw_label_probs") or []}}
         finish = "stop"
     else:
         content, extra, finish = row["text"], {}, row["finish_reason"]
