@@ -168,7 +168,14 @@ def object_row(index: int, obj: dict[str, Any], path: str, line: int) -> InputRo
 def _object_content(index: int, cid: str, obj: dict[str, Any], path: str,
                     line: int) -> InputRow:
     if "body" not in obj:
-        return _content_row(index, cid, obj, expect=None)
+        row = _content_row(index, cid, obj, expect=None)
+        if not row.ok or obj.get("labels") is None:
+            return row
+        # a plain line's own label set, as a request body's "labels"
+        options = body_options({"labels": obj["labels"]})
+        if isinstance(options, tuple):
+            return error_row(index, cid, *options)
+        return replace(row, options=options)
     url = obj.get("url")
     if url is not None and (not isinstance(url, str) or url not in URLS):
         raise InputFileError(path, f"url {url!r} is not supported; a job runs "

@@ -204,3 +204,39 @@ def test_a_generated_tokens_logprob_is_the_models_next_token_distribution(
     assert first.logprob == pytest.approx(expected[first.id], abs=0.05)
     top = np.argsort(-expected)[:5]
     assert [lp for _, lp in first.top_logprobs] == pytest.approx(expected[top], abs=0.05)
+
+
+def test_a_plain_line_carries_its_own_label_set(tmp_path: Path) -> None:
+    path = tmp_path / "in.jsonl"
+    path.write_text('{"prompt": "The sky is", "labels": ["blue", "green"]}\n'
+                    '{"prompt": "Grass is", "labels": "green"}\n'
+                    '{"prompt": "Snow is"}\n', encoding="utf-8")
+    first, second, third = read_input(str(path))
+    assert first.options == {"labels": ["blue", "green"]}
+    assert second.error_code == "invalid_parameter"
+    assert "body.labels is string, expected an array of strings" in str(second.error_message)
+    assert third.ok and third.options is None
+
+
+def test_rows_with_their_own_label_sets_are_labelled_among_their_own_labels() -> None:
+    from inference.testing import FakeModel
+    from jobs.execute import ChunkContext, execute_chunk
+    from jobs.rows import InputRow
+    from jobs.spec import JobSpec
+
+    spec = JobSpec(op="classify", model="fake", options=GenerateOptions(labels=("yes", "no")))
+    rows = [InputRow(index=0, custom_id="a", prompt="Is it?"),
+            InputRow(index=1, custom_id="b", prompt="Which colour?",
+                     options={"labels": ["red", "green", "blue"]}),
+            InputRow(index=2, custom_id="c", prompt="Which animal? ",
+                     options={"labels": ["cat", "dog"]})]
+    with FakeModel("fake://test") as model:
+        out = execute_chunk(model, spec, rows, ChunkContext(job_id="j", chunk=0,
+                                                            backend="fake", worker="w"))
+    results = out.results.to_pylist()
+    for row, labels in zip(results, (("yes", "no"), ("red", "green", "blue"), ("cat", "dog")),
+                           strict=True):
+        assert row["error_code"] is None
+        assert [p["label"] for p in row["label_probs"]] == list(labels)  # as written
+        assert row["label"] in labels
+        assert row["label_prob"] == max(p["prob"] for p in row["label_probs"])
