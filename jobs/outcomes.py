@@ -48,18 +48,23 @@ class Outcomes:
         if self.expected_codes is None or self.predicted_codes is None:
             means: stats.Floats = self.correct[idx].mean(axis=1, dtype=np.float64)
             return means
+        # One bincount per count over the whole batch: label k of resample b is bin b*K + k.
+        resamples, labels = len(idx), int(self.expected_codes.max(initial=-1)) + 1
+        labels = max(labels, int(self.predicted_codes.max(initial=-1)) + 1)
+        offsets = (np.arange(resamples, dtype=np.int64) * labels)[:, None]
         exp, pred = self.expected_codes[idx], self.predicted_codes[idx]
-        f1_sum = np.zeros(len(idx))
-        labels = np.zeros(len(idx))
-        for code in np.unique(self.expected_codes):
-            support = (exp == code).sum(axis=1)
-            predicted = (pred == code).sum(axis=1)
-            hits = ((exp == code) & (pred == code)).sum(axis=1)
-            f1 = np.where(support + predicted > 0, 2 * hits / np.maximum(support + predicted, 1),
-                          0.0)
-            f1_sum += np.where(support > 0, f1, 0.0)
-            labels += support > 0
-        return f1_sum / np.maximum(labels, 1)
+        size = resamples * labels
+        support = np.bincount((exp + offsets).ravel(), minlength=size)
+        answered = pred >= 0
+        predicted = np.bincount((pred + offsets)[answered], minlength=size)
+        hits = np.bincount((exp + offsets)[exp == pred], minlength=size)
+        support, predicted, hits = (a.reshape(resamples, labels)
+                                    for a in (support, predicted, hits))
+        f1 = 2 * hits / np.maximum(support + predicted, 1)
+        present = support > 0
+        macro: stats.Floats = (np.where(present, f1, 0.0).sum(axis=1)
+                               / np.maximum(present.sum(axis=1), 1))
+        return macro
 
     def interval(self) -> tuple[float, float]:
         """The 95% percentile bootstrap interval of the headline score."""

@@ -15,7 +15,7 @@ interval and the same p-value.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,13 +31,15 @@ RESAMPLES = 1000
 LEVEL = 0.95
 BINS = 10               #: equal-width confidence bins of the reliability diagram
 EPSILON = 1e-15         #: log-loss clips probabilities to [EPSILON, 1]
-_BATCH = 100            #: resamples drawn at a time (bounds memory on large runs)
+_BATCH_CELLS = 2_000_000    #: resampled row indices drawn at a time (bounds memory)
 
 
-def _resamples(n: int, count: int, seed: int) -> list[Ints]:
+def _resamples(n: int, count: int, seed: int) -> Iterator[Ints]:
+    """``count`` resamples of ``n`` row indices, in batches; the same for the same seed."""
     rng = np.random.default_rng(seed)
-    return [rng.integers(0, n, size=(min(_BATCH, count - start), n), dtype=np.int64)
-            for start in range(0, count, _BATCH)]
+    batch = max(1, min(count, _BATCH_CELLS // n))
+    for start in range(0, count, batch):
+        yield rng.integers(0, n, size=(min(batch, count - start), n), dtype=np.int64)
 
 
 def bootstrap_interval(statistic: Statistic, n: int, *, resamples: int = RESAMPLES,
