@@ -11,6 +11,11 @@ A classify job chooses one method (`JobSpec.calibrate`):
 ``length``
     each label's mean log-probability per token, so a label of three tokens is not
     penalised for its length (lm-evaluation-harness's ``acc_norm`` in spirit).
+``contextual``
+    Contextual calibration (Zhao et al. 2021): each row's probabilities divided by
+    those of a content-free input, the same prompt with ``"N/A"`` in place of the
+    row's text (the user's message of a chat; a template's fields), renormalised. The
+    content-free input is scored once per distinct text in each batch of rows.
 ``batch``
     Batch Calibration (Zhou et al. 2023, arXiv 2309.17249): each row's probabilities
     divided by the job's mean probability of each label, renormalised. The mean needs
@@ -41,13 +46,19 @@ import pyarrow.parquet as pq
 
 from inference import ClassifyResult
 from inference._base import label_distribution
+from jobs.rows import InputRow
 
 if TYPE_CHECKING:
     from jobs.sinks import PartSink
 
-METHODS = ("none", "length", "batch")
+METHODS = ("none", "length", "contextual", "batch")
 #: Methods computed row by row, as the chunk runs; ``batch`` waits for the whole job.
-ROW_METHODS = ("none", "length")
+ROW_METHODS = ("none", "length", "contextual")
+#: What stands in for a row's content in contextual calibration (Zhao et al. 2021).
+CONTENT_FREE = "N/A"
+NO_CONTENT_FREE = ("contextual calibration needs a content-free input: chat messages "
+                   "(inferq puts \"N/A\" in place of the user's text), or a --template "
+                   "(its fields filled with \"N/A\")")
 DOCUMENT = "calibration.json"  #: the job document holding the batch means
 
 
@@ -62,9 +73,13 @@ def scored_label(label: str, space: bool) -> str:
 
 
 def calibrated_probs(result: ClassifyResult, method: str,
-                     names: Mapping[str, str] | None = None) -> dict[str, float] | None:
+                     names: Mapping[str, str] | None = None,
+                     content_free: Mapping[str, float] | None = None
+                     ) -> dict[str, float] | None:
     """The label probabilities of ``result`` under a row-by-row ``method``, keyed by the
-    user's labels (``names`` maps a scored label back to the user's)."""
+    user's labels (``names`` maps a scored label back to the user's); ``contextual``
+    divides by ``content_free``, the same labels' probabilities for the content-free
+    input."""
     if result.label_probs is None:
         return None
     names = names or {}
@@ -72,9 +87,30 @@ def calibrated_probs(result: ClassifyResult, method: str,
         per_token = {label: lp / result.label_tokens[label]
                      for label, lp in result.label_logprobs.items()}
         _, probs = label_distribution(per_token)
+    elif method == "contextual" and content_free:
+        probs = batch_calibrated(result.label_probs, content_free)
     else:
         probs = dict(result.label_probs)
     return {names.get(label, label): p for label, p in probs.items()}
+
+
+def content_free_text(model: Any, spec: Any, row: InputRow) -> str | None:
+    """The content-free prompt for ``row``: the job's own (`JobSpec.content_free`, set
+    from a template at submit), else the row's chat with every user message's text
+    replaced by `CONTENT_FREE`; None when there is neither."""
+    from inference import Message
+    from inference.model import ChatRenderer
+
+    given = spec.content_free
+    if given is not None and "prompt" in given:
+        return str(given["prompt"])
+    messages = [Message(m["role"], m["content"]) for m in given["messages"]] \
+        if given is not None else [
+            Message(m.role, CONTENT_FREE if m.role == "user" else m.content)
+            for m in row.messages or ()]
+    if not messages or not isinstance(model, ChatRenderer):
+        return None
+    return str(model.render_chat(messages))
 
 
 def batch_means(rows: Sequence[Mapping[str, float]]) -> dict[str, float]:

@@ -133,13 +133,42 @@ def _prompt_text(model: TextModel, row: InputRow) -> str | None:
     return None
 
 
+#: Rows to run, by the options they run with (a row's own over the job's): the rows'
+#: positions in the batch and their prompt texts.
+_Groups = dict[GenerateOptions, list[tuple[int, str]]]
+#: The labels scored -> the labels as the user wrote them.
+_Names = dict[tuple[str, ...], dict[str, str]]
+
+
 def _run_batch(model: TextModel, spec: JobSpec, batch: Sequence[InputRow], ctx: ChunkContext,
                totals: _Totals) -> list[ResultRow]:
     out = [_base(spec, row, ctx) for row in batch]
-    #: Rows that run, grouped by the options they run with (a row's own over the job's).
-    groups: dict[GenerateOptions, list[tuple[int, str]]] = {}
-    #: The labels scored -> the labels as the user wrote them.
-    names: dict[tuple[str, ...], dict[str, str]] = {}
+    groups, names = _group(model, spec, batch, out)
+    for options, members in groups.items():
+        prompts = [text for _, text in members]
+        if spec.op == "classify":
+            references: dict[int, dict[str, float]] = {}
+            if spec.calibrate == "contextual" and options.labels:
+                members, references = _content_free(model, spec, batch, members, options, out)
+                prompts = [text for _, text in members]
+            for (k, _), c in zip(members, model.classify(prompts, options), strict=True):
+                _set_classified(out[k], c, spec.calibrate, names.get(options.labels, {}),
+                                references.get(k))
+        else:
+            for (k, _), g in zip(members, model.batch_generate(prompts, options), strict=True):
+                _set_generated(out[k], g, options)
+        totals.add(model.metrics())
+    for result_row in out:
+        if spec.op == "generate" and result_row.error_code and not result_row.finish_reason:
+            result_row.finish_reason = "error"
+    return out
+
+
+def _group(model: TextModel, spec: JobSpec, batch: Sequence[InputRow], out: list[ResultRow]
+           ) -> tuple[_Groups, _Names]:
+    """The batch's runnable rows grouped by their options; the others made error rows."""
+    groups: _Groups = {}
+    names: _Names = {}
     for k, row in enumerate(batch):
         problem = _row_problem(spec, row)
         if problem is not None:
@@ -154,7 +183,7 @@ def _run_batch(model: TextModel, spec: JobSpec, batch: Sequence[InputRow], ctx: 
             out[k].error_code = "unsupported"
             out[k].error_message = "this backend cannot render chat messages"
             continue
-        own = {k: v for k, v in (row.options or {}).items() if k != "calibrate"}
+        own = {key: v for key, v in (row.options or {}).items() if key != "calibrate"}
         options = replace(spec.options, **own) if own else spec.options
         if spec.op == "classify" and options.labels:
             # Labels continue the prompt as a new word: scored with a leading space
@@ -165,19 +194,36 @@ def _run_batch(model: TextModel, spec: JobSpec, batch: Sequence[InputRow], ctx: 
             names[options.labels] = dict(zip(options.labels, _user_labels(spec, row),
                                               strict=True))
         groups.setdefault(options, []).append((k, text))
-    for options, members in groups.items():
-        prompts = [text for _, text in members]
-        if spec.op == "classify":
-            for (k, _), c in zip(members, model.classify(prompts, options), strict=True):
-                _set_classified(out[k], c, spec.calibrate, names.get(options.labels, {}))
+    return groups, names
+
+
+def _content_free(model: TextModel, spec: JobSpec, batch: Sequence[InputRow],
+                  members: list[tuple[int, str]], options: GenerateOptions,
+                  out: list[ResultRow]
+                  ) -> tuple[list[tuple[int, str]], dict[int, dict[str, float]]]:
+    """Contextual calibration (jobs/calibrate.py): each row's content-free input, scored
+    once per distinct text. The members that can run, and each one's content-free
+    probabilities; a row with no usable content-free input becomes an error row."""
+    texts: dict[int, str] = {}
+    for k, _ in members:
+        text = calibrate.content_free_text(model, spec, batch[k])
+        if text is None:
+            out[k].error_code = "calibration_unavailable"
+            out[k].error_message = calibrate.NO_CONTENT_FREE
         else:
-            for (k, _), g in zip(members, model.batch_generate(prompts, options), strict=True):
-                _set_generated(out[k], g, options)
-        totals.add(model.metrics())
-    for result_row in out:
-        if spec.op == "generate" and result_row.error_code and not result_row.finish_reason:
-            result_row.finish_reason = "error"
-    return out
+            texts[k] = text
+    distinct = sorted(set(texts.values()))
+    scored = dict(zip(distinct, model.classify(distinct, options), strict=True))
+    references: dict[int, dict[str, float]] = {}
+    for k, text in texts.items():
+        reference = scored[text]
+        if reference.error is not None or not reference.label_probs:
+            out[k].error_code = "calibration_unavailable"
+            out[k].error_message = f"the content-free input {text[-60:]!r} cannot run: " \
+                f"{reference.error}"
+            continue
+        references[k] = reference.label_probs
+    return [(k, text) for k, text in members if k in references], references
 
 
 def _row_problem(spec: JobSpec, row: InputRow) -> tuple[str, str] | None:
@@ -207,7 +253,8 @@ def _user_labels(spec: JobSpec, row: InputRow) -> tuple[str, ...]:
 
 
 def _set_classified(row: ResultRow, result: ClassifyResult, method: str,
-                    names: dict[str, str]) -> None:
+                    names: dict[str, str], content_free: dict[str, float] | None = None
+                    ) -> None:
     if result.error is not None:
         row.error_code, row.error_message = result.error.code, str(result.error)
         row.prompt_tokens = result.prompt_tokens
@@ -219,7 +266,7 @@ def _set_classified(row: ResultRow, result: ClassifyResult, method: str,
         return
     # "batch" is applied when the job finalizes; until then a row holds the raw ones.
     now = method if method in calibrate.ROW_METHODS else "none"
-    probs = calibrate.calibrated_probs(result, now, names) or {}
+    probs = calibrate.calibrated_probs(result, now, names, content_free) or {}
     row.label = calibrate.winner(probs)
     row.label_prob = probs[row.label]
     row.label_probs = [{"label": k, "prob": v} for k, v in probs.items()]

@@ -28,7 +28,7 @@ JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}\Z")
 
 _OPTION_FIELDS = {f.name for f in dataclasses.fields(GenerateOptions)}
 #: `JobSpec.calibrate` methods (jobs/calibrate.py says what each does).
-CALIBRATIONS = ("none", "length", "batch")
+CALIBRATIONS = ("none", "length", "contextual", "batch")
 #: Labels a job may score at most, unless the submitter's setting says otherwise
 #: (``INFERQ_MAX_LABELS``): each label costs a decode per chunk.
 MAX_LABELS = 1_000
@@ -63,8 +63,12 @@ class JobSpec:
     #: Set for evaluation runs: {"suite", "scorer", "scorer_options", "alerts", "slot"};
     #: the job is scored when it finalizes.
     evaluation: dict[str, Any] | None = None
-    #: How classify probabilities are calibrated: none | length | batch (jobs/calibrate.py)
+    #: How classify probabilities are calibrated: none | length | contextual | batch
+    #: (jobs/calibrate.py)
     calibrate: str = "none"
+    #: contextual calibration's content-free input, {"prompt": ...} or {"messages": [...]}
+    #: (built from the template at submit); None = derived from each row's chat
+    content_free: dict[str, Any] | None = None
     version: int = SPEC_VERSION
 
     def __post_init__(self) -> None:
@@ -102,6 +106,8 @@ class JobSpec:
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         if data["calibrate"] == "none":
             del data["calibrate"]  # readable by workers that predate calibration
+        if data["content_free"] is None:
+            del data["content_free"]
         data["options"] = {name: _plain(getattr(self.options, name)) for name in _OPTION_FIELDS}
         return data
 

@@ -219,3 +219,53 @@ def test_labels_one_of_which_begins_the_other_are_refused_by_the_engine(
                                  GenerateOptions(labels=(" New", " New York")))
     assert [r.error.code if r.error else None for r in results] == ["ambiguous_labels"] * 2
     assert "label ' New' is the first tokens of label ' New York'" in str(results[0].error)
+
+
+SYSTEM = "Is the following customer review positive or negative? Answer with one word."
+
+
+@pytest.mark.slow
+@pytest.mark.real_model
+def test_contextual_calibration_divides_by_the_chat_with_na_in_place_of_the_review(
+        smollm2_path: Path) -> None:
+    from inference import Message
+    from jobs.execute import ChunkContext, execute_chunk
+    from jobs.rows import InputRow
+
+    texts = ["Absolutely love this blender.", "It broke after two days.", "Meh."]
+    rows = [InputRow(index=i, custom_id=str(i), messages=(Message("system", SYSTEM),
+                                                          Message("user", text)))
+            for i, text in enumerate(texts)]
+    spec = JobSpec(op="classify", model="m", calibrate="contextual",
+                   options=GenerateOptions(labels=("positive", "negative")))
+    with inference.load_model(str(smollm2_path),
+                              inference.LoadOptions(backend="llama_cpp")) as model:
+        out = execute_chunk(model, spec, rows, ChunkContext(job_id="j", chunk=0,
+                                                            backend="llama_cpp", worker="w"))
+        raw = model.classify([model.render_chat(r.messages) for r in rows], spec.options)
+        [free] = model.classify([model.render_chat([Message("system", SYSTEM),
+                                                    Message("user", "N/A")])], spec.options)
+    for row, engine in zip(out.results.to_pylist(), raw, strict=True):
+        assert row["calibration"] == "contextual"
+        raw_probs = {p["label"]: p["prob"] for p in row["raw_label_probs"]}
+        assert raw_probs == pytest.approx(engine.label_probs, abs=1e-6)
+        weights = {k: v / free.label_probs[k] for k, v in engine.label_probs.items()}
+        probs = {p["label"]: p["prob"] for p in row["label_probs"]}
+        assert probs["positive"] == pytest.approx(weights["positive"] / sum(weights.values()),
+                                                  abs=1e-6)
+        assert row["label"] == calibrate.winner(probs)
+
+
+def test_contextual_calibration_of_a_plain_prompt_without_a_template_is_an_error_row() -> None:
+    from inference.testing import FakeModel
+    from jobs.execute import ChunkContext, execute_chunk
+    from jobs.rows import InputRow
+
+    spec = JobSpec(op="classify", model="m", calibrate="contextual",
+                   options=GenerateOptions(labels=("yes", "no")))
+    with FakeModel("fake://test") as model:
+        out = execute_chunk(model, spec, [InputRow(index=0, custom_id="a", prompt="Is it?")],
+                            ChunkContext(job_id="j", chunk=0, backend="fake", worker="w"))
+    [row] = out.results.to_pylist()
+    assert row["error_code"] == "calibration_unavailable"
+    assert "needs a content-free input" in row["error_message"]
