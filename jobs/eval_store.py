@@ -1,6 +1,7 @@
 """Where evaluation scores live for watchers: latest per suite and target, bounded
-history, claimed schedule slots, a stream of alerts, and the confirmation re-runs
-breached runs ask for (taken by beat or by `inferq eval run --wait`, each once).
+history, claimed schedule slots, a stream of alerts, and the follow-up jobs runs ask
+for: a confirmation re-run, a judge job (taken by beat or by `inferq eval run --wait`,
+each once).
 Redis and in-memory."""
 
 from __future__ import annotations
@@ -38,16 +39,17 @@ class EvalStore(Protocol):
 
     def alerts(self, limit: int = 100) -> list[dict[str, Any]]: ...
 
-    def request_confirmation(self, request: dict[str, Any]) -> None:
-        """Ask for one re-run of a breached run (``request["job_id"]``) before alerting."""
+    def request(self, kind: str, request: dict[str, Any]) -> None:
+        """Ask for a follow-up job of ``kind`` for run ``request["job_id"]``: "confirm" (one
+        re-run of a breached run before alerting) or "judge" (the judge job of a run)."""
         ...
 
-    def confirmations(self) -> list[dict[str, Any]]:
-        """The confirmation re-runs asked for and not yet taken."""
+    def requests(self, kind: str) -> list[dict[str, Any]]:
+        """The follow-up jobs of ``kind`` asked for and not yet taken."""
         ...
 
-    def take_confirmation(self, job_id: str) -> bool:
-        """Claim the re-run asked for by ``job_id``: True for exactly one caller."""
+    def take(self, kind: str, job_id: str) -> bool:
+        """Claim the follow-up of ``kind`` asked for by ``job_id``: True for one caller."""
         ...
 
 
@@ -87,15 +89,15 @@ class RedisEvalStore:
         entries = self.redis.xrevrange(keys.ALERTS, count=limit)
         return [json.loads(fields[b"alert"]) for _, fields in entries]
 
-    def request_confirmation(self, request: dict[str, Any]) -> None:
-        self.redis.hset(keys.EVAL_CONFIRMATIONS, request["job_id"], json.dumps(request))
+    def request(self, kind: str, request: dict[str, Any]) -> None:
+        self.redis.hset(keys.eval_requests(kind), request["job_id"], json.dumps(request))
 
-    def confirmations(self) -> list[dict[str, Any]]:
-        raw = self.redis.hgetall(keys.EVAL_CONFIRMATIONS)
+    def requests(self, kind: str) -> list[dict[str, Any]]:
+        raw = self.redis.hgetall(keys.eval_requests(kind))
         return [json.loads(v) for _, v in sorted(raw.items())]
 
-    def take_confirmation(self, job_id: str) -> bool:
-        return bool(self.redis.hdel(keys.EVAL_CONFIRMATIONS, job_id))
+    def take(self, kind: str, job_id: str) -> bool:
+        return bool(self.redis.hdel(keys.eval_requests(kind), job_id))
 
 
 class MemoryEvalStore:
@@ -104,7 +106,7 @@ class MemoryEvalStore:
         self._history: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self._slots: set[tuple[str, int]] = set()
         self._alerts: list[dict[str, Any]] = []
-        self._confirmations: dict[str, dict[str, Any]] = {}
+        self._requests: dict[tuple[str, str], dict[str, Any]] = {}
 
     def record(self, summary: dict[str, Any]) -> None:
         with self._lock:
@@ -138,14 +140,14 @@ class MemoryEvalStore:
         with self._lock:
             return self._alerts[:limit]
 
-    def request_confirmation(self, request: dict[str, Any]) -> None:
+    def request(self, kind: str, request: dict[str, Any]) -> None:
         with self._lock:
-            self._confirmations[request["job_id"]] = dict(request)
+            self._requests[kind, request["job_id"]] = dict(request)
 
-    def confirmations(self) -> list[dict[str, Any]]:
+    def requests(self, kind: str) -> list[dict[str, Any]]:
         with self._lock:
-            return [self._confirmations[k] for k in sorted(self._confirmations)]
+            return [r for (k, _), r in sorted(self._requests.items()) if k == kind]
 
-    def take_confirmation(self, job_id: str) -> bool:
+    def take(self, kind: str, job_id: str) -> bool:
         with self._lock:
-            return self._confirmations.pop(job_id, None) is not None
+            return self._requests.pop((kind, job_id), None) is not None

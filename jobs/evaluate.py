@@ -10,8 +10,10 @@ these and the job's throughput become rows of the evaluations dataset
 ``example`` row per wrong row up to `MAX_EXAMPLES`), and the store records the latest
 score and a bounded history per suite and model. Alerts (a minimum score, a maximum
 drop, a significant drop) mark a breached run; with ``confirm`` a breached run first
-asks for one re-run (`jobs.eval_store.EvalStore.request_confirmation`) and only the
-re-run, still breaching against the same baseline, alerts.
+asks for one re-run (a "confirm" request in `jobs.eval_store.EvalStore`) and only the
+re-run, still breaching against the same baseline, alerts. A judge-scored suite's run
+asks for its judge job instead (a "judge" request; `jobs.judge`), and is scored when
+that job finalizes.
 """
 
 from __future__ import annotations
@@ -89,6 +91,7 @@ class EvalRun:
     slices: list[SliceScore] = field(default_factory=list)
     examples: list[Example] = field(default_factory=list)
     confirms: str | None = None          #: a confirmation re-run: the job it re-ran
+    judged_job_id: str | None = None     #: judge scorer: the run the judge job graded
     awaiting_confirmation: bool = False  #: breached; no alert until a re-run confirms
 
     @property
@@ -112,6 +115,7 @@ class EvalRun:
                 "slot": self.slot, "breached": self.breached,
                 "breach": "; ".join(self.breaches),
                 "awaiting_confirmation": self.awaiting_confirmation, "confirms": self.confirms,
+                "judged_job_id": self.judged_job_id, "unparsed": self.score.unparsed,
                 "compared_job_id": c.previous_job_id if c else None,
                 "test": c.test if c else None, "p_value": c.p_value if c else None,
                 "delta": c.delta if c else None}
@@ -119,14 +123,23 @@ class EvalRun:
 
 def record_evaluation(store: JobStore, sink: EvaluationSink, spec: JobSpec) -> None:
     """Score an evaluation run; write its rows, its Redis record and any alert (or, with
-    ``confirm``, the request for a confirmation re-run)."""
+    ``confirm``, the request for a confirmation re-run). A run of a judge-scored suite is
+    not scored here: it asks for its judge job, whose finalize scores it."""
     evaluation = spec.evaluation or {}
-    run, rows = score_run(spec, store.status(spec.job_id), sink)
+    judged = evaluation.get("judged_job_id")
+    if evaluation["scorer"] == "judge" and not judged:
+        store.evaluations.request("judge", {
+            "job_id": spec.job_id, "suite": evaluation["suite"], "target": target_of(spec),
+            "model": spec.model, "backend": spec.backend, "op": spec.op,
+            "slot": evaluation.get("slot"), "confirms": evaluation.get("confirms"),
+            "baseline": evaluation.get("baseline")})
+        return
+    run, rows = score_run(spec, store.status(judged or spec.job_id), sink)
     confirms = evaluation.get("confirms")
     # A confirmation re-run is judged against the breached run's own baseline.
     baseline = evaluation.get("baseline") if confirms else store.evaluations.latest(
         run.suite).get(run.target)
-    comparison = previous_comparison(sink, spec, rows, baseline["job_id"]) if baseline else None
+    comparison = previous_comparison(sink, spec, rows, baseline) if baseline else None
     alerts = evaluation.get("alerts") or {}
     found = breaches(run, alerts, baseline["score"] if baseline else None, comparison)
     awaiting = bool(found and alerts.get("confirm") and not confirms)
@@ -135,10 +148,10 @@ def record_evaluation(store: JobStore, sink: EvaluationSink, spec: JobSpec) -> N
     write_evaluation(sink, run.suite, spec.job_id, evaluation_table(run))
     store.evaluations.record(run.summary())
     if awaiting:
-        store.evaluations.request_confirmation(
-            {"job_id": spec.job_id, "suite": run.suite, "target": run.target,
-             "model": spec.model, "backend": spec.backend, "breach": "; ".join(found),
-             "baseline": baseline})
+        store.evaluations.request("confirm", {
+            "job_id": spec.job_id, "suite": run.suite, "target": run.target,
+            "model": run.model, "backend": evaluation.get("judged_backend", spec.backend),
+            "breach": "; ".join(found), "baseline": baseline})
     elif found:
         store.set_alert(spec.job_id, "; ".join(found))
         store.evaluations.alert(run.summary())
@@ -148,13 +161,40 @@ def target_of(spec: JobSpec) -> str:
     return f"{spec.model}@{spec.backend}" if spec.backend else spec.model
 
 
-def _pairs(spec: JobSpec, table: pa.Table) -> list[tuple[str | None, str]]:
-    column = "label" if spec.op == "classify" and spec.options.labels else "text"
-    predictions = table.column(column).to_pylist()
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Rows:
+    """A run's rows as its scorer sees them."""
+
+    ids: list[str]
+    row_index: list[int]
+    pairs: list[tuple[str | None, str]]     #: (prediction or judge reply, expected)
+    shown: list[str | None]                 #: what the model answered, for examples
+    label_probs: list[Any] | None = None
+
+
+def _rows(spec: JobSpec, sink: EvaluationSink, job_id: str, judged: str | None) -> _Rows:
+    """The rows of run ``job_id``; of a judge job, the rows of the run it ``judged``, each
+    paired with the judge's reply (None where either model failed on the row)."""
+    table = sink.read_results(judged or job_id)
+    ids = table.column("custom_id").to_pylist()
     errors = table.column("error_code").to_pylist()
-    expected = table.column("expected").to_pylist()
-    return [(None if err else pred, exp or "")
-            for pred, err, exp in zip(predictions, errors, expected, strict=True)]
+    expected = [e or "" for e in table.column("expected").to_pylist()]
+    index = table.column("row_index").to_pylist()
+    if judged:
+        replies = sink.read_results(job_id)
+        reply = {i: None if err else text for i, text, err in zip(
+            replies.column("custom_id").to_pylist(), replies.column("text").to_pylist(),
+            replies.column("error_code").to_pylist(), strict=True)}
+        answers = table.column("text").to_pylist()
+        return _Rows(ids=ids, row_index=index, pairs=[
+            (None if err else reply.get(i), e) for i, err, e in zip(ids, errors, expected,
+                                                                     strict=True)],
+            shown=[None if err else a for a, err in zip(answers, errors, strict=True)])
+    column = "label" if spec.op == "classify" and spec.options.labels else "text"
+    shown = [None if err else p for p, err in zip(table.column(column).to_pylist(), errors,
+                                                   strict=True)]
+    return _Rows(ids=ids, row_index=index, pairs=list(zip(shown, expected, strict=True)),
+                 shown=shown, label_probs=table.column("label_probs").to_pylist())
 
 
 def score_job(spec: JobSpec, status: JobStatus, sink: EvaluationSink) -> EvalRun:
@@ -164,19 +204,19 @@ def score_job(spec: JobSpec, status: JobStatus, sink: EvaluationSink) -> EvalRun
 
 def score_run(spec: JobSpec, status: JobStatus,
               sink: EvaluationSink) -> tuple[EvalRun, Outcomes]:
-    """Score a finished evaluation job from its result parts; its per-row outcomes."""
+    """Score a finished evaluation job (or judge job) from its result parts; its per-row
+    outcomes. ``status`` is the answering run's: its throughput is the one reported."""
     evaluation = spec.evaluation or {}
     scorer = make_scorer(evaluation["scorer"], evaluation.get("scorer_options") or {})
-    table = sink.read_results(spec.job_id)
-    pairs = _pairs(spec, table)
-    ids = table.column("custom_id").to_pylist()
+    judged = evaluation.get("judged_job_id")
+    found = _rows(spec, sink, spec.job_id, judged)
+    pairs = found.pairs
     score = scorer.score(pairs)
-    rows = outcomes(scorer, ids, pairs)
+    rows = outcomes(scorer, found.ids, pairs)
     probabilities = None
-    if isinstance(scorer, LabelScorer) and spec.op == "classify":
-        probabilities = probability_scores(scorer, table.column("label_probs").to_pylist(),
-                                           [e for _, e in pairs])
-    slices = read_slices(spec.input_name, table.column("row_index").to_pylist())
+    if isinstance(scorer, LabelScorer) and spec.op == "classify" and found.label_probs:
+        probabilities = probability_scores(scorer, found.label_probs, [e for _, e in pairs])
+    slices = read_slices(spec.input_name, found.row_index)
     totals: dict[str, float] = {}
     for backend_totals in status.metrics.values():
         for key, value in backend_totals.items():
@@ -184,18 +224,22 @@ def score_run(spec: JobSpec, status: JobStatus,
     model_seconds = totals.get("total_seconds", 0.0)
     ended = max(status.timestamps.values(), default=0.0)
     run = EvalRun(
-        suite=evaluation["suite"], job_id=spec.job_id, target=target_of(spec), model=spec.model,
+        suite=evaluation["suite"], job_id=spec.job_id,
+        target=evaluation.get("target") or target_of(spec),
+        model=evaluation.get("judged_model") or spec.model,
         backend=",".join(sorted(b for b in status.metrics if b != "-")), score=score,
         rows_per_sec=status.done_rows / model_seconds if model_seconds > 0 else 0.0,
         prefill_tokens_per_sec=_rate(totals, "prompt_tokens", "prefill_seconds"),
         decode_tokens_per_sec=_rate(totals, "generated_tokens", "decode_seconds"),
         seconds_per_row=model_seconds / status.done_rows if status.done_rows else 0.0,
-        finished_at=ended or time.time(), slot=evaluation.get("slot"), op=spec.op,
+        finished_at=ended or time.time(), slot=evaluation.get("slot"),
+        op=evaluation.get("judged_op") or spec.op, judged_job_id=judged,
         interval=rows.interval() if rows.n else None, probabilities=probabilities,
         slices=_slice_scores(scorer, pairs, rows, slices),
         examples=[Example(custom_id=i, expected=e, predicted=None if p is None
                           else p[:EXAMPLE_CHARS])
-                  for i, (p, e), right in zip(ids, pairs, rows.correct, strict=True)
+                  for i, p, (_, e), right in zip(found.ids, found.shown, pairs, rows.correct,
+                                                 strict=True)
                   if not right][:MAX_EXAMPLES])
     return run, rows
 
@@ -214,16 +258,16 @@ def _slice_scores(scorer: Any, pairs: list[tuple[str | None, str]], rows: Outcom
 
 
 def previous_comparison(sink: EvaluationSink, spec: JobSpec, rows: Outcomes,
-                        previous_job_id: str) -> Comparison | None:
-    """The paired test of this run against ``previous_job_id`` (rescored with this run's
-    scorer); None when its results are gone or the runs share no row."""
+                        previous: dict[str, Any]) -> Comparison | None:
+    """The paired test of this run against the ``previous`` run's summary (its rows
+    rescored with this run's scorer); None when its results are gone or the runs share
+    no row."""
     evaluation = spec.evaluation or {}
     scorer = make_scorer(evaluation["scorer"], evaluation.get("scorer_options") or {})
-    table = sink.read_results(previous_job_id)
-    if table.num_rows == 0:
+    before = _rows(spec, sink, previous["job_id"], previous.get("judged_job_id"))
+    if not before.ids:
         return None
-    before = outcomes(scorer, table.column("custom_id").to_pylist(), _pairs(spec, table))
-    return compare(before, rows, previous_job_id)
+    return compare(outcomes(scorer, before.ids, before.pairs), rows, previous["job_id"])
 
 
 def breaches(run: EvalRun, alerts: dict[str, Any], previous: float | None,
@@ -255,11 +299,12 @@ def evaluation_table(run: EvalRun) -> pa.Table:
             "finished_at": datetime.fromtimestamp(run.finished_at, UTC),
             "slot": datetime.fromtimestamp(run.slot, UTC) if run.slot else None,
             "breached": run.breached, "breach": "; ".join(run.breaches) or None,
-            "awaiting_confirmation": run.awaiting_confirmation, "confirms": run.confirms}
+            "awaiting_confirmation": run.awaiting_confirmation, "confirms": run.confirms,
+            "judged_job_id": run.judged_job_id}
     low, high = run.interval or (None, None)
     rows = [base | {"kind": "run", "score": s.value, "score_low": low, "score_high": high,
                     "accuracy": s.accuracy, "macro_f1": s.macro_f1, "n": s.n,
-                    "correct": s.correct, "errors": s.errors,
+                    "correct": s.correct, "errors": s.errors, "unparsed": s.unparsed,
                     "rows_per_sec": run.rows_per_sec,
                     "prefill_tokens_per_sec": run.prefill_tokens_per_sec,
                     "decode_tokens_per_sec": run.decode_tokens_per_sec,

@@ -86,8 +86,6 @@ def worker(name: str) -> str:
 
 
 EVAL_SUITES = f"{PREFIX}:eval:suites"
-#: job id -> a breached run's request for a confirmation re-run (JSON)
-EVAL_CONFIRMATIONS = f"{PREFIX}:eval:confirmations"
 VALIDATING_BATCHES = f"{PREFIX}:batches:validating"
 
 
@@ -103,6 +101,11 @@ def eval_latest(suite: str) -> str:
 
 def eval_history(suite: str, target: str) -> str:
     return f"{PREFIX}:eval:{suite}:history:{target}"
+
+
+def eval_requests(kind: str) -> str:
+    """job id -> a run's request for a follow-up job of ``kind`` (confirm, judge), JSON."""
+    return f"{PREFIX}:eval:requests:{kind}"
 
 
 def eval_slot(suite: str, slot: int) -> str:

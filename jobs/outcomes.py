@@ -4,9 +4,9 @@
 scorer, label codes), so that the headline score can be recomputed on resampled
 rows: its `interval`, and its `compare` with a previous run on the rows both share
 (same id, same expected answer). The test follows the headline: McNemar's exact
-test when the headline is the share of rows right (every scorer but label), a
-paired bootstrap when it is not (label: macro-F1). `probability_scores` judges the
-label probabilities of a classify run.
+test when the headline is the share of rows right (exact, contains, regex, numeric),
+a paired bootstrap when it is not (label: macro-F1; judge: graded rows).
+`probability_scores` judges the label probabilities of a classify run.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from jobs import stats
+from jobs.judge import JudgeScorer
 from jobs.scorers import LabelScorer, Scorer
 
 Bools = npt.NDArray[np.bool_]
@@ -33,6 +34,7 @@ class Outcomes:
     correct: Bools
     expected_codes: stats.Ints | None = None    #: label scorer: codes of expected labels
     predicted_codes: stats.Ints | None = None   #: label scorer: codes, -1 = error row
+    scores: stats.Floats | None = None          #: graded scorers (judge): each row's score
 
     @property
     def n(self) -> int:
@@ -41,10 +43,14 @@ class Outcomes:
     @property
     def test(self) -> str:
         """The paired test of this headline: "mcnemar" (0/1 mean) or "paired_bootstrap"."""
-        return "mcnemar" if self.expected_codes is None else "paired_bootstrap"
+        graded = self.expected_codes is not None or self.scores is not None
+        return "paired_bootstrap" if graded else "mcnemar"
 
     def headline(self, idx: stats.Ints) -> stats.Floats:
         """The headline score of each resample (rows ``idx``, shape resamples x rows)."""
+        if self.scores is not None:
+            graded: stats.Floats = self.scores[idx].mean(axis=1)
+            return graded
         if self.expected_codes is None or self.predicted_codes is None:
             means: stats.Floats = self.correct[idx].mean(axis=1, dtype=np.float64)
             return means
@@ -79,13 +85,18 @@ class Outcomes:
                         expected_codes=None if self.expected_codes is None
                         else self.expected_codes[where],
                         predicted_codes=None if self.predicted_codes is None
-                        else self.predicted_codes[where])
+                        else self.predicted_codes[where],
+                        scores=None if self.scores is None else self.scores[where])
 
 
 def outcomes(scorer: Scorer, ids: Sequence[str],
              pairs: Sequence[tuple[str | None, str]]) -> Outcomes:
     """The outcomes of ``pairs`` (prediction or None for an error row, expected) by ``ids``."""
     correct = np.array([scorer.correct(p, e) for p, e in pairs], dtype=np.bool_)
+    if isinstance(scorer, JudgeScorer):
+        return Outcomes(ids=list(ids), expected=[e for _, e in pairs], correct=correct,
+                        scores=np.array([scorer.row_score(p) for p, _ in pairs],
+                                        dtype=np.float64))
     if not isinstance(scorer, LabelScorer):
         return Outcomes(ids=list(ids), expected=[e for _, e in pairs], correct=correct)
     expected = [scorer.label(e) for _, e in pairs]

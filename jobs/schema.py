@@ -208,4 +208,6 @@ EVALUATIONS_SCHEMA = pa.schema([
     ("p_value", pa.float64()),
     ("confirms", pa.string()),           # a confirmation re-run: the run it re-ran
     ("awaiting_confirmation", pa.bool_()),  # breached, re-run pending before any alert
+    ("judged_job_id", pa.string()),      # judge scorer: the run the judge job graded
+    ("unparsed", pa.int64()),            # judge scorer: replies that were not a grade
 ], metadata={"inferq.schema": "evaluations", "inferq.schema_version": "2"})

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, cast, runtime_checkable
 
-SCORERS: tuple[str, ...] = ("label", "exact", "contains", "regex", "numeric")
+SCORERS: tuple[str, ...] = ("label", "exact", "contains", "regex", "numeric", "judge")
 
 #: The predicted column of the confusion matrix that counts error rows.
 ERROR_LABEL = "<error>"
@@ -30,6 +30,7 @@ OPTIONS: Mapping[str, Mapping[str, object]] = {
     "contains": _TEXT_OPTIONS,
     "regex": {"pattern": None, **_TEXT_OPTIONS},
     "numeric": {"tolerance": 1e-6},
+    "judge": {"model": None, "rubric": None, "scale": 5},    # jobs.judge
 }
 
 
@@ -56,6 +57,7 @@ class Score:
     macro_f1: float | None = None                         #: label scorer only
     per_label: dict[str, LabelStats] | None = None        #: label scorer only
     confusion: dict[str, dict[str, int]] | None = None    #: expected -> predicted -> count
+    unparsed: int | None = None     #: judge scorer: replies that were not a grade (in errors)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able form; every field is present, ``None`` where it does not apply."""
@@ -292,6 +294,8 @@ def make_scorer(name: str, options: Mapping[str, object] | None = None) -> Score
     option, a value of the wrong type, a missing or invalid ``pattern``."""
     if name not in OPTIONS:
         raise ValueError(f"unknown scorer {name!r}; use one of {', '.join(SCORERS)}")
+    if name == "judge":
+        return _judge(options or {})
     values = _check_options(name, options or {})
     if name == "label":
         return LabelScorer(bool(values["strip"]), bool(values["case_sensitive"]))
@@ -305,6 +309,20 @@ def make_scorer(name: str, options: Mapping[str, object] | None = None) -> Score
     if name == "contains":
         return ContainsScorer(normalise)
     return RegexScorer(str(values["pattern"]), normalise)
+
+
+def _judge(options: Mapping[str, object]) -> Scorer:
+    from jobs.judge import JudgeScorer, check_options
+
+    unknown = sorted(set(options) - set(OPTIONS["judge"]))
+    if unknown:
+        raise ValueError(f"scorer 'judge' has no option {unknown[0]!r}; "
+                         f"options: {', '.join(OPTIONS['judge'])}")
+    problem = check_options(options)
+    if problem:
+        raise ValueError(f"scorer 'judge' {problem}")
+    return JudgeScorer(str(options["model"]), str(options["rubric"]),
+                       int(cast(int, options.get("scale", 5))))
 
 
 def _check_options(name: str, options: Mapping[str, object]) -> dict[str, object]:

@@ -84,10 +84,10 @@ def test_with_confirm_a_breach_asks_for_a_rerun_instead_of_alerting(tmp_path):
     summary = suite.summary(dropped)
     assert summary["awaiting_confirmation"] and not summary["breached"]
     assert suite.store.evaluations.alerts() == []
-    [request] = suite.store.evaluations.confirmations()
+    [request] = suite.store.evaluations.requests("confirm")
     assert request["job_id"] == dropped and request["baseline"]["job_id"] == before
-    assert suite.store.evaluations.take_confirmation(dropped)
-    assert not suite.store.evaluations.take_confirmation(dropped)     # taken once
+    assert suite.store.evaluations.take("confirm", dropped)
+    assert not suite.store.evaluations.take("confirm", dropped)     # taken once
 
 
 @pytest.mark.parametrize(("rerun_right", "alerted"), [(20, True), (40, False)])
@@ -96,14 +96,14 @@ def test_the_rerun_is_judged_against_the_breached_runs_baseline(tmp_path, rerun_
     suite = Suite(tmp_path, {"confirm": 1.0})
     before = suite.run(right=40)
     dropped = suite.run(right=20)
-    [request] = suite.store.evaluations.confirmations()
+    [request] = suite.store.evaluations.requests("confirm")
     rerun = suite.run(right=rerun_right, confirms=dropped, baseline=request["baseline"])
     summary = suite.summary(rerun)
     assert summary["confirms"] == dropped and not summary["awaiting_confirmation"]
     assert summary["compared_job_id"] == before      # not the breached run
     assert summary["breached"] is alerted
     assert [a["job_id"] for a in suite.store.evaluations.alerts()] == ([rerun] if alerted else [])
-    assert len(suite.store.evaluations.confirmations()) == 1     # a re-run asks for none
+    assert len(suite.store.evaluations.requests("confirm")) == 1     # a re-run asks for none
 
 
 def test_the_run_row_keeps_the_interval_the_test_and_the_probability_scores(tmp_path):
@@ -121,3 +121,64 @@ def test_the_run_row_keeps_the_interval_the_test_and_the_probability_scores(tmp_
     examples = [r["custom_id"] for r in read_evaluations(suite.sink, "sentiment").to_pylist()
                 if r["job_id"] == after and r["kind"] == "example"]
     assert examples == [f"q{i}" for i in range(30, 40)]
+
+
+def generate_run(store: MemoryJobStore, sink: ParquetSink, evaluation: dict[str, object],
+                 texts: list[str | None], *, model: str = "demo") -> JobSpec:
+    """A finished generate job whose row i answered ``texts[i]`` (None: an error row)."""
+    spec = JobSpec(op="generate", model=model, evaluation=evaluation)
+    store.create_job(spec, total=len(texts), chunks=1)
+    rows = [ResultRow(job_id=spec.job_id, row_index=i, custom_id=f"q{i}", chunk=0,
+                      op="generate", model=model, backend="fake", worker="w", text=text,
+                      expected=f"answer {i}", error_code=None if text is not None else "boom")
+            for i, text in enumerate(texts)]
+    sink.put_part(spec.job_id, 0, "results", encode_table(results_table(rows)))
+    return spec
+
+
+JUDGED = {"suite": "answers", "scorer": "judge", "alerts": {}, "slot": None,
+          "scorer_options": {"model": "judge", "rubric": "Grade {answer}:", "scale": 3}}
+
+
+def judge(store: MemoryJobStore, sink: ParquetSink, run: JobSpec, replies: list[str | None]
+          ) -> str:
+    """The judge job of ``run``, replying ``replies``; its job id once scored."""
+    [request] = [r for r in store.evaluations.requests("judge") if r["job_id"] == run.job_id]
+    assert store.evaluations.take("judge", run.job_id)
+    judge_job = generate_run(store, sink, JUDGED | {
+        "judged_job_id": run.job_id, "target": request["target"],
+        "judged_model": request["model"], "judged_backend": request["backend"],
+        "judged_op": request["op"]}, replies, model="judge")
+    record_evaluation(store, sink, judge_job)
+    return judge_job.job_id
+
+
+def test_a_judged_run_asks_for_its_judge_job_and_is_scored_when_the_judge_finishes(tmp_path):
+    store, sink = MemoryJobStore(), ParquetSink(str(tmp_path / "results"))
+    run = generate_run(store, sink, JUDGED, ["a", "b", "c", None, "e"])
+    record_evaluation(store, sink, run)
+    assert store.evaluations.history("answers") == []      # not scored yet
+    assert [r["target"] for r in store.evaluations.requests("judge")] == ["demo"]
+    # grades 3, 2, "3/3" (does not parse), -, 1 on a scale of 3: 1.0, 0.5, 0, 0, 0
+    judge_id = judge(store, sink, run, ["3", "2", "3/3", None, "1"])
+    [summary] = store.evaluations.history("answers")
+    assert summary["job_id"] == judge_id and summary["judged_job_id"] == run.job_id
+    assert summary["target"] == "demo" and summary["model"] == "demo"
+    assert summary["score"] == pytest.approx(1.5 / 5)
+    assert (summary["errors"], summary["unparsed"]) == (2, 1)
+    examples = {r["custom_id"]: r["predicted"] for r in read_evaluations(
+        sink, "answers").to_pylist() if r["kind"] == "example"}
+    assert examples == {"q1": "b", "q2": "c", "q3": None, "q4": "e"}    # the answers
+
+
+def test_judged_runs_are_compared_by_paired_bootstrap_on_their_grades(tmp_path):
+    store, sink = MemoryJobStore(), ParquetSink(str(tmp_path / "results"))
+    first = generate_run(store, sink, JUDGED, ["x"] * 30)
+    record_evaluation(store, sink, first)
+    first_judge = judge(store, sink, first, ["3"] * 30)
+    second = generate_run(store, sink, JUDGED, ["x"] * 30)
+    record_evaluation(store, sink, second)
+    judge(store, sink, second, ["3"] * 10 + ["1"] * 20)
+    latest = store.evaluations.latest("answers")["demo"]
+    assert latest["compared_job_id"] == first_judge and latest["test"] == "paired_bootstrap"
+    assert latest["delta"] == pytest.approx(-20 / 30) and latest["breached"]

@@ -266,8 +266,43 @@ def test_a_significant_drop_alerts_only_once_a_rerun_confirms_it(redis_url, tmp_
     assert confirmed["compared_job_id"] == first.stdout.split()[0]
     assert "significant" in confirmed["breach"]
     assert [a["job_id"] for a in store.evaluations.alerts()] == [rerun]
-    assert store.evaluations.confirmations() == []
+    assert store.evaluations.requests("confirm") == []
     slices = duckdb.sql(f"select slice, n, accuracy from read_parquet('{results}/evaluations/"
                         f"*/{rerun}.parquet') where kind = 'slice' order by slice").fetchall()
     # long: rows 0, 3, ..., 27 (10, of which 0-15 right: 6); short: 20, of which 12 right
     assert slices == [("long", 10, 0.6), ("short", 20, 0.6)]
+
+
+@pytest.mark.slow
+def test_a_judge_job_routes_to_the_judge_model_and_unparsed_replies_are_counted(
+        redis_url, tmp_path, start_worker):
+    results = tmp_path / "results"
+    start_worker("w1", str(results), backends="fake", fake_models="demo,judge")
+    dataset(tmp_path / "answers.jsonl", n=12)
+    path = tmp_path / "evals.toml"
+    path.write_text("""\
+[suites.answers]
+models = ["demo"]
+dataset = "answers.jsonl"
+op = "generate"
+options = { max_tokens = 4 }
+scorer = { name = "judge", model = "judge", rubric = "Answer: {answer}\\nGrade 1-5:" }
+""")
+    out = run_cli(redis_url, results, "eval", "run", "answers", "--suites", str(path), "--wait")
+    assert out.returncode == 0, out.stdout + out.stderr
+    run_id = out.stdout.split()[0]
+    # the fake judge answers letters: no reply is a grade, each is a counted error row
+    assert "demo: judge 0.000" in out.stdout and "12 judge replies did not parse" in out.stdout
+    store = RedisJobStore.from_url(redis_url)
+    [summary] = store.evaluations.history("answers")
+    judge_job = summary["job_id"]
+    assert summary["judged_job_id"] == run_id and summary["target"] == "demo"
+    assert (summary["n"], summary["errors"], summary["unparsed"]) == (12, 12, 12)
+    spec = store.get_spec(judge_job)
+    assert (spec.model, spec.op, store.status(judge_job).state) == ("judge", "generate",
+                                                                    "completed")
+    # each judge prompt is the rubric around a 4-letter answer: the fake counts its bytes + 1
+    prompts = duckdb.sql(f"select prompt_tokens from read_parquet('{results}/results/"
+                         f"job={judge_job}/*.parquet')").fetchall()
+    assert prompts == [(len("Answer: abcd\nGrade 1-5:") + 1,)] * 12
+    assert store.evaluations.requests("judge") == []

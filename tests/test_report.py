@@ -187,6 +187,18 @@ def test_the_report_shows_intervals_probability_scores_and_wrong_rows_by_id(tmp_
     assert "<td>(error)</td>" in html      # the error row, row29
 
 
+def test_judge_replies_that_did_not_parse_are_shown_with_the_errors(tmp_path):
+    sink = ParquetSink(str(tmp_path / "results"))
+    judge = make_scorer("judge", {"model": "judge", "rubric": "{answer}"})
+    score = judge.score([("5", "a"), ("five", "b"), (None, "c")])
+    run = EvalRun(suite="answers", job_id="j1", target="demo", model="demo", backend="fake",
+                  score=score, rows_per_sec=1.0, prefill_tokens_per_sec=1.0,
+                  decode_tokens_per_sec=1.0, seconds_per_row=1.0, finished_at=START,
+                  op="generate")
+    write_evaluation(sink, "answers", run.job_id, evaluation_table(run))
+    assert '<td class="num">2 (1 unparsed)</td>' in build_report(sink, "answers").html
+
+
 def test_per_slice_scores_are_tabled(tmp_path):
     from jobs.evaluate import SliceScore
 

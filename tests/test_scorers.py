@@ -223,14 +223,18 @@ def test_numeric_rejects_an_expected_answer_with_no_number():
 
 # --- construction --------------------------------------------------------------------------
 
+REQUIRED: dict[str, dict[str, object]] = {
+    "regex": {"pattern": "x"}, "judge": {"model": "judge", "rubric": "Grade: {answer}"}}
+
+
 def test_every_scorer_is_built_by_its_name_and_satisfies_the_protocol():
     for name in SCORERS:
-        scorer = make_scorer(name, {"pattern": "x"} if name == "regex" else None)
+        scorer = make_scorer(name, REQUIRED.get(name))
         assert isinstance(scorer, Scorer) and scorer.name == name
 
 
 def test_an_unknown_scorer_is_named_with_the_valid_ones():
-    message = "unknown scorer 'f1'; use one of label, exact, contains, regex, numeric"
+    message = "unknown scorer 'f1'; use one of label, exact, contains, regex, numeric, judge"
     with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
         make_scorer("f1")
 
@@ -265,3 +269,47 @@ def test_to_dict_is_json_serialisable_and_keeps_nested_stats():
     assert data["confusion"]["b"] == {"a": 0, "b": 0, "<error>": 1}
     plain = json.loads(json.dumps(score("exact", [("a", "a")]).to_dict()))
     assert plain["value"] == 1.0 and plain["per_label"] is None
+
+
+# --- judge ---------------------------------------------------------------------------------
+
+JUDGE = {"model": "judge-7b@llama_cpp", "rubric": "Q: {prompt}\nA: {answer}\nRef: {expected}\n"
+         "Grade 1-5 {not a placeholder}:", "scale": 5}
+
+
+@pytest.mark.parametrize(("reply", "grade"), [
+    ("4", 4), (" 5\n", 5), ("1", 1), ("0", None), ("6", None), ("4/5", None),
+    ("Score: 4", None), ("four", None), ("4.0", None), ("", None), (None, None), ("-3", None),
+])
+def test_a_judge_reply_is_a_grade_only_when_it_is_exactly_an_integer_in_range(reply, grade):
+    from jobs.judge import parse_grade
+
+    assert parse_grade(reply, 5) == grade
+
+
+def test_judge_scores_are_graded_and_a_reply_that_does_not_parse_is_a_counted_error():
+    scorer = make_scorer("judge", JUDGE)
+    # grades 5, 3, 1 score 1.0, 0.5, 0.0; "great" did not parse; None: a model failed
+    result = scorer.score([("5", "a"), ("3", "b"), ("1", "c"), ("great", "d"), (None, "e")])
+    assert result.value == pytest.approx(1.5 / 5) and result.accuracy == result.value
+    assert (result.n, result.correct, result.errors, result.unparsed) == (5, 1, 2, 1)
+
+
+def test_the_rubric_is_filled_in_and_other_braces_are_left_alone():
+    from jobs.judge import render
+
+    text = render(str(JUDGE["rubric"]), prompt="2+2?", answer="4", expected="four")
+    assert text == "Q: 2+2?\nA: 4\nRef: four\nGrade 1-5 {not a placeholder}:"
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"rubric": "{answer}"}, "option 'model' is required"),
+    ({"model": "judge", "rubric": "no answer here"}, "with {answer}"),
+    ({"model": "judge", "rubric": "{answer}", "scale": 1}, "from 2 to 100, got 1"),
+    ({"model": "judge", "rubric": "{answer}", "scale": True}, "got True"),
+    ({"model": "bad id!", "rubric": "{answer}"}, "got 'bad id!'"),
+    ({"model": "judge", "rubric": "{answer}", "temperature": 0}, "no option 'temperature'"),
+])
+def test_bad_judge_options_are_named(options, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        make_scorer("judge", options)

@@ -6,8 +6,9 @@ Each tick finds every suite's latest slot (the latest time its ``every`` or cron
 at the same time or after a restart, finds it claimed. A slot missed while no
 beat was running is run when beat starts again, but only the latest one: a
 beat down for three days runs a daily suite once on restart, not three times.
-Each tick also submits the confirmation re-runs that breached runs of suites with
-``alerts.confirm`` ask for (`worker.confirmations`), each once across beats.
+Each tick also submits the follow-up jobs runs ask for (`worker.followups`: judge jobs
+of judge-scored suites, confirmation re-runs of breached runs with ``alerts.confirm``),
+each once across beats.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from typing import Any
 
 from celery.beat import Scheduler
 
-from worker.confirmations import submit_confirmations
 from worker.evals import latest_slot, load, submit_suite
+from worker.followups import submit_followups
 
 log = logging.getLogger("inferq.beat")
 
@@ -58,9 +59,9 @@ class SuiteScheduler(Scheduler):  # type: ignore[misc]
             except Exception:
                 log.exception("suite %s slot %s: submission failed", suite.name, slot)
         try:
-            submit_confirmations(self.client, self.suites)
+            submit_followups(self.client, self.suites)
         except Exception:
-            log.exception("confirmation re-runs: submission failed")
+            log.exception("follow-up jobs (judge, confirm): submission failed")
         return max(MIN_SLEEP, min(self._next_due(now) - time.time(), float(self.max_interval)))
 
     def _next_due(self, now: float) -> float:

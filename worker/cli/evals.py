@@ -79,34 +79,49 @@ def eval_run(ctx: click.Context, suite: str, suites_path: str, wait: bool,
 
 
 def _wait_and_show(client: Any, suite: Any, jobs: list[str]) -> int:
-    """Wait for the runs (and the confirmation re-runs they ask for); print each score.
-    The exit status: 0 all completed and none breached, 1 otherwise."""
-    from worker.confirmations import submit_confirmations
+    """Wait for the runs and the follow-up jobs they ask for (judge jobs, confirmation
+    re-runs); print each score. The exit status: 0 when every job completed and no run
+    breached, 1 otherwise."""
+    from worker.followups import submit_followups
 
-    ok = all(client.wait(job_id).state == "completed" for job_id in jobs)
-    reruns = submit_confirmations(client, {suite.name: suite}, only=set(jobs))
-    ok = all([client.wait(job_id).state == "completed" for job_id in reruns.values()]) and ok
+    ok, waiting, every = True, list(jobs), list(jobs)
+    follow_ups: dict[str, str] = {}
+    while waiting:
+        ok = all([client.wait(job_id).state == "completed" for job_id in waiting]) and ok
+        new = submit_followups(client, {suite.name: suite}, only=set(waiting))
+        follow_ups |= new
+        waiting = list(new.values())
+        every += waiting
     runs = {r["job_id"]: r for r in client.store.evaluations.history(suite.name, limit=200)
-            if r["job_id"] in set(jobs) | set(reruns.values())}
-    for job_id in [*jobs, *reruns.values()]:
+            if r["job_id"] in every}
+    for job_id in every:
         run = runs.get(job_id)
         if run is None:
-            click.echo(f"{job_id}: not scored (the job did not complete)")
-            ok = False
+            if job_id not in follow_ups:     # a judged run is shown by its judge job
+                click.echo(f"{job_id}: not scored (the job did not complete)")
+                ok = False
             continue
-        interval = ("" if run.get("score_low") is None else
-                    f" [{run['score_low']:.3f}, {run['score_high']:.3f}]")
-        note = ""
-        if run["breached"]:
-            note, ok = f"  ALERT: {run['breach']}", False
-        elif run.get("awaiting_confirmation"):
-            note = (f"  breached, re-running {reruns[job_id]} to confirm: {run['breach']}"
-                    if job_id in reruns else f"  breached, awaiting a re-run: {run['breach']}")
-        elif run.get("confirms"):
-            note = f"  re-run of {run['confirms']}: not confirmed, no alert"
-        click.echo(f"{run['target']}: {run['scorer']} {run['score']:.3f}{interval}"
-                   f"{_versus(run)}{note}")
+        ok = _show(run, follow_ups.get(job_id)) and ok
     return 0 if ok else 1
+
+
+def _show(run: dict[str, Any], rerun: str | None) -> bool:
+    """Print one scored run; False when it breached."""
+    interval = ("" if run.get("score_low") is None else
+                f" [{run['score_low']:.3f}, {run['score_high']:.3f}]")
+    note = ""
+    if run.get("unparsed"):
+        note += f"  {run['unparsed']} judge replies did not parse"
+    if run["breached"]:
+        note += f"  ALERT: {run['breach']}"
+    elif run.get("awaiting_confirmation"):
+        note += (f"  breached, re-running {rerun} to confirm: {run['breach']}" if rerun
+                 else f"  breached, awaiting a re-run: {run['breach']}")
+    elif run.get("confirms"):
+        note += f"  re-run of {run['confirms']}: not confirmed, no alert"
+    click.echo(f"{run['target']}: {run['scorer']} {run['score']:.3f}{interval}"
+               f"{_versus(run)}{note}")
+    return not run["breached"]
 
 
 def _versus(run: dict[str, Any]) -> str:

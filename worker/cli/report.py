@@ -350,6 +350,8 @@ def _table_row(run: Row) -> dict[str, Any]:
             "interval": _interval(run), "versus": _versus(run),
             "target": run["target"], "backend": run["backend"], "score": _num(run["score"]),
             "accuracy": _num(run["accuracy"]), "macro_f1": _num(run["macro_f1"]),
-            "n": run["n"], "errors": run["errors"], "rows_per_sec": _num(run["rows_per_sec"], 1),
+            "n": run["n"],
+            "errors": f"{run['errors']} ({run['unparsed']} unparsed)" if run.get("unparsed")
+            else run["errors"], "rows_per_sec": _num(run["rows_per_sec"], 1),
             "seconds_per_row": _num(run["seconds_per_row"], 4), "breached": run["breached"],
             "breach": breach}
