@@ -306,3 +306,33 @@ scorer = { name = "judge", model = "judge", rubric = "Answer: {answer}\\nGrade 1
                          f"job={judge_job}/*.parquet')").fetchall()
     assert prompts == [(len("Answer: abcd\nGrade 1-5:") + 1,)] * 12
     assert store.evaluations.requests("judge") == []
+
+
+@pytest.mark.slow
+def test_beat_submits_the_judge_jobs_of_scheduled_runs(redis_url, tmp_path, start_worker):
+    results = tmp_path / "results"
+    start_worker("w1", str(results), backends="fake", fake_models="demo,judge")
+    dataset(tmp_path / "answers.jsonl", n=6)
+    path = tmp_path / "evals.toml"
+    path.write_text("""\
+[suites.answers]
+models = ["demo"]
+dataset = "answers.jsonl"
+op = "generate"
+options = { max_tokens = 4 }
+every = "4s"
+scorer = { name = "judge", model = "judge", rubric = "Grade {answer}:" }
+""")
+    beat = start_beat(redis_url, results, path, tmp_path / "beat.log")
+    store = RedisJobStore.from_url(redis_url)
+    deadline = time.monotonic() + 30
+    try:
+        while not store.evaluations.history("answers") and time.monotonic() < deadline:
+            time.sleep(0.5)
+    finally:
+        stop(beat)
+    history = store.evaluations.history("answers")
+    assert history, (tmp_path / "beat.log").read_text()
+    judged = store.get_spec(history[0]["judged_job_id"])
+    assert judged.model == "demo" and judged.evaluation["slot"] == history[0]["slot"]
+    assert store.get_spec(history[0]["job_id"]).model == "judge"
