@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -214,6 +215,18 @@ def test_history_of_an_unknown_suite_or_target_is_an_error(redis_url, tmp_path):
     assert out.returncode == 2 and "no runs of suite 'sentimnet'" in out.stderr
     out = run_cli(redis_url, tmp_path, "eval", "history", "sentiment", "--model", "dmeo")
     assert out.returncode == 2 and "no runs on target 'dmeo'; its targets: demo" in out.stderr
+
+
+def test_eval_list_shows_the_latest_score_with_its_interval(redis_url, tmp_path):
+    path = suites_file(tmp_path, SUITE.format(extra=""))
+    RedisJobStore.from_url(redis_url).evaluations.record({
+        "suite": "sentiment", "target": "demo", "job_id": "j1", "finished_at": time.time(),
+        "score": 0.8125, "score_low": 0.7, "score_high": 0.9, "breached": False})
+    out = run_cli(redis_url, tmp_path, "eval", "list", "--suites", str(path))
+    assert out.returncode == 0, out.stderr
+    assert "95% CI" in out.stdout.splitlines()[0]
+    assert re.search(r"sentiment\s+demo\s+label\s+by hand\s+0\.812\s+0\.700-0\.900",
+                     out.stdout), out.stdout
 
 
 def fake_labels(prompts: list[str]) -> list[str]:

@@ -196,7 +196,9 @@ def test_judge_replies_that_did_not_parse_are_shown_with_the_errors(tmp_path):
                   decode_tokens_per_sec=1.0, seconds_per_row=1.0, finished_at=START,
                   op="generate")
     write_evaluation(sink, "answers", run.job_id, evaluation_table(run))
-    assert '<td class="num">2 (1 unparsed)</td>' in build_report(sink, "answers").html
+    html = build_report(sink, "answers").html
+    assert '<td class="num">2 (1 unparsed)</td>' in html
+    assert "No confusion matrix: the judge scorer grades each answer" in html
 
 
 def test_per_slice_scores_are_tabled(tmp_path):

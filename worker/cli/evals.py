@@ -147,13 +147,16 @@ def eval_list(ctx: click.Context, suites_path: str, as_json: bool) -> None:
             rows.append({"suite": suite.name, "target": str(target), "scorer": suite.scorer,
                          "schedule": suite.schedule or (f"every {suite.every:g}s"
                                                         if suite.every else "by hand"),
-                         "score": run.get("score"), "breached": run.get("breached", False),
+                         "score": run.get("score"), "score_low": run.get("score_low"),
+                         "score_high": run.get("score_high"),
+                         "breached": run.get("breached", False),
                          "last_run": run.get("finished_at")})
     if as_json:
         print_json(rows)
         return
-    print_table(["SUITE", "TARGET", "SCORER", "SCHEDULE", "LATEST", "ALERT", "WHEN"],
+    print_table(["SUITE", "TARGET", "SCORER", "SCHEDULE", "LATEST", "95% CI", "ALERT", "WHEN"],
                 [[r["suite"], r["target"], r["scorer"], r["schedule"], _fmt(r["score"]),
+                  _interval(r),
                   "yes" if r["breached"] else "", time.strftime(
                       "%Y-%m-%d %H:%M", time.localtime(r["last_run"])) if r["last_run"] else "-"]
                  for r in rows])

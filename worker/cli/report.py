@@ -325,6 +325,9 @@ def _num(value: float | None, digits: int = 3) -> str:
 
 
 def _why_no_confusion(scorers: list[str]) -> str:
+    if scorers == ["judge"]:
+        return ("No confusion matrix: the judge scorer grades each answer; only the label "
+                "scorer counts expected against predicted.")
     if "label" not in scorers:
         return (f"No confusion matrix: the {', '.join(scorers)} scorer judges each answer "
                 "right or wrong; only the label scorer counts expected against predicted.")
