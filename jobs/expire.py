@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jobs import keys
 from jobs.errors import JobNotFound
@@ -33,9 +33,11 @@ from jobs.lifecycle import (
     record_chunk,
     summary_from_parts,
 )
-from jobs.redis_store import RedisJobStore
 from jobs.sinks import PartSink, encode_table
 from jobs.store import JobStore
+
+if TYPE_CHECKING:  # reconcile imports this module; the command line must not load redis
+    from jobs.redis_store import RedisJobStore
 
 log = logging.getLogger("jobs.expire")
 

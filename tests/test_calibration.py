@@ -82,7 +82,7 @@ def test_the_label_limit_is_a_setting(tmp_path: Path) -> None:
 
 def test_calibration_applies_to_classify_jobs_and_names_its_methods() -> None:
     with pytest.raises(InvalidJobSpec, match=r"calibrate.*'platt'; use one of none, length, "
-                       r"batch"):
+                       r"contextual, batch"):
         JobSpec(op="classify", model="m", calibrate="platt")
     with pytest.raises(InvalidJobSpec, match="classify jobs only"):
         JobSpec(op="generate", model="m", calibrate="batch")

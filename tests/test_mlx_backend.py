@@ -98,7 +98,7 @@ def test_classify_without_logits_option_returns_no_logits(model: MlxModel) -> No
 def test_labels_are_scored_over_their_full_token_sequences(
     model: MlxModel, tiny_model: TinyLlama
 ) -> None:
-    labels = ("yes please", "no thanks", "maybe", "y")
+    labels = ("yes please", "no thanks", "maybe", "x")  # none the first tokens of another
     raw_model, _ = mlx_lm.load(str(tiny_model.hf_dir))
     results = model.classify(PROMPTS, GenerateOptions(labels=labels))
     for prompt, result in zip(PROMPTS, results, strict=True):
@@ -139,6 +139,12 @@ def test_load_model_through_the_registry_gives_a_working_mlx_model(
 
 
 # -- generation ---------------------------------------------------------------------------
+
+
+def test_labels_one_of_which_begins_another_are_refused_on_every_row(model: MlxModel) -> None:
+    results = model.classify(PROMPTS[:2], GenerateOptions(labels=("yes please", "y")))
+    assert [r.error.code if r.error else None for r in results] == ["ambiguous_labels"] * 2
+    assert "label 'y' is the first tokens of label 'yes please'" in str(results[0].error)
 
 
 @pytest.mark.parametrize("fixture", ["model", "narrow_model"])
