@@ -39,12 +39,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from inference import ClassifyResult
+from inference import ClassifyResult, Message
 from inference._base import label_distribution
 from jobs.rows import InputRow
 
@@ -94,23 +95,23 @@ def calibrated_probs(result: ClassifyResult, method: str,
     return {names.get(label, label): p for label, p in probs.items()}
 
 
-def content_free_text(model: Any, spec: Any, row: InputRow) -> str | None:
-    """The content-free prompt for ``row``: the job's own (`JobSpec.content_free`, set
-    from a template at submit), else the row's chat with every user message's text
-    replaced by `CONTENT_FREE`; None when there is neither."""
-    from inference import Message
-    from inference.model import ChatRenderer
+def content_free_item(model: Any, spec: Any, row: InputRow) -> str | tuple[Message, ...] | None:
+    """The content-free input for ``row``, as the model takes it (`jobs.execute.prompt_item`):
+    the job's own (`JobSpec.content_free`, set from a template at submit), else the
+    row's chat with every user message's text replaced by `CONTENT_FREE`; None when
+    there is neither."""
+    from jobs.execute import prompt_item
 
     given = spec.content_free
     if given is not None and "prompt" in given:
         return str(given["prompt"])
-    messages = [Message(m["role"], m["content"]) for m in given["messages"]] \
-        if given is not None else [
+    messages = tuple(Message(m["role"], m["content"]) for m in given["messages"]) \
+        if given is not None else tuple(
             Message(m.role, CONTENT_FREE if m.role == "user" else m.content)
-            for m in row.messages or ()]
-    if not messages or not isinstance(model, ChatRenderer):
+            for m in row.messages or ())
+    if not messages:
         return None
-    return str(model.render_chat(messages))
+    return prompt_item(model, replace(row, prompt=None, messages=messages))
 
 
 def batch_means(rows: Sequence[Mapping[str, float]]) -> dict[str, float]:

@@ -21,9 +21,10 @@ from inference import (
     GenerateMetrics,
     GenerateOptions,
     InferenceError,
+    Message,
     TextModel,
 )
-from inference.model import ChatRenderer
+from inference.model import ChatNative, ChatRenderer
 from jobs import calibrate
 from jobs.lifecycle import ChunkSummary
 from jobs.rows import InputRow
@@ -125,17 +126,41 @@ def _base(spec: JobSpec, row: InputRow, ctx: ChunkContext) -> ResultRow:
                      expected=row.expected)
 
 
-def _prompt_text(model: TextModel, row: InputRow) -> str | None:
+#: What a row sends to the model: its prompt text, or its conversation for a model that
+#: takes conversations as they are (`ChatNative`: a server applies its own template).
+Item = str | tuple[Message, ...]
+
+
+def prompt_item(model: TextModel, row: InputRow) -> Item | None:
+    """``row`` as ``model`` takes it; None when the model can take no chat."""
     if row.prompt is not None:
         return row.prompt
+    if row.messages and isinstance(model, ChatNative):
+        return row.messages
     if row.messages and isinstance(model, ChatRenderer):
         return model.render_chat(row.messages)
     return None
 
 
+def classify_items(model: TextModel, items: Sequence[Item], options: GenerateOptions
+                   ) -> list[ClassifyResult]:
+    if all(isinstance(item, str) for item in items):
+        return model.classify([str(item) for item in items], options)
+    assert isinstance(model, ChatNative)  # only it is given conversations (prompt_item)
+    return model.classify_chat(items, options)
+
+
+def generate_items(model: TextModel, items: Sequence[Item], options: GenerateOptions
+                   ) -> list[BatchResult]:
+    if all(isinstance(item, str) for item in items):
+        return model.batch_generate([str(item) for item in items], options)
+    assert isinstance(model, ChatNative)
+    return model.batch_chat(items, options)
+
+
 #: Rows to run, by the options they run with (a row's own over the job's): the rows'
-#: positions in the batch and their prompt texts.
-_Groups = dict[GenerateOptions, list[tuple[int, str]]]
+#: positions in the batch and what each sends to the model.
+_Groups = dict[GenerateOptions, list[tuple[int, Item]]]
 #: The labels scored -> the labels as the user wrote them.
 _Names = dict[tuple[str, ...], dict[str, str]]
 
@@ -151,11 +176,13 @@ def _run_batch(model: TextModel, spec: JobSpec, batch: Sequence[InputRow], ctx: 
             if spec.calibrate == "contextual" and options.labels:
                 members, references = _content_free(model, spec, batch, members, options, out)
                 prompts = [text for _, text in members]
-            for (k, _), c in zip(members, model.classify(prompts, options), strict=True):
+            for (k, _), c in zip(members, classify_items(model, prompts, options),
+                                 strict=True):
                 _set_classified(out[k], c, spec.calibrate, names.get(options.labels, {}),
                                 references.get(k))
         else:
-            for (k, _), g in zip(members, model.batch_generate(prompts, options), strict=True):
+            for (k, _), g in zip(members, generate_items(model, prompts, options),
+                                 strict=True):
                 _set_generated(out[k], g, options)
         totals.add(model.metrics())
     for result_row in out:
@@ -175,7 +202,7 @@ def _group(model: TextModel, spec: JobSpec, batch: Sequence[InputRow], out: list
             out[k].error_code, out[k].error_message = problem
             continue
         try:
-            text = _prompt_text(model, row)
+            text = prompt_item(model, row)
         except InferenceError as exc:
             out[k].error_code, out[k].error_message = "template_error", str(exc)
             continue
@@ -188,7 +215,7 @@ def _group(model: TextModel, spec: JobSpec, batch: Sequence[InputRow], out: list
         if spec.op == "classify" and options.labels:
             # Labels continue the prompt as a new word: scored with a leading space
             # after a prompt that does not end in whitespace (jobs/calibrate.py).
-            space = calibrate.needs_space(text)
+            space = isinstance(text, str) and calibrate.needs_space(text)
             options = replace(options, labels=tuple(calibrate.scored_label(label, space)
                                                     for label in options.labels))
             names[options.labels] = dict(zip(options.labels, _user_labels(spec, row),
@@ -198,29 +225,28 @@ def _group(model: TextModel, spec: JobSpec, batch: Sequence[InputRow], out: list
 
 
 def _content_free(model: TextModel, spec: JobSpec, batch: Sequence[InputRow],
-                  members: list[tuple[int, str]], options: GenerateOptions,
+                  members: list[tuple[int, Item]], options: GenerateOptions,
                   out: list[ResultRow]
-                  ) -> tuple[list[tuple[int, str]], dict[int, dict[str, float]]]:
+                  ) -> tuple[list[tuple[int, Item]], dict[int, dict[str, float]]]:
     """Contextual calibration (jobs/calibrate.py): each row's content-free input, scored
     once per distinct text. The members that can run, and each one's content-free
     probabilities; a row with no usable content-free input becomes an error row."""
-    texts: dict[int, str] = {}
+    texts: dict[int, Item] = {}
     for k, _ in members:
-        text = calibrate.content_free_text(model, spec, batch[k])
+        text = calibrate.content_free_item(model, spec, batch[k])
         if text is None:
             out[k].error_code = "calibration_unavailable"
             out[k].error_message = calibrate.NO_CONTENT_FREE
         else:
             texts[k] = text
-    distinct = sorted(set(texts.values()))
-    scored = dict(zip(distinct, model.classify(distinct, options), strict=True))
+    distinct = list(dict.fromkeys(texts.values()))
+    scored = dict(zip(distinct, classify_items(model, distinct, options), strict=True))
     references: dict[int, dict[str, float]] = {}
     for k, text in texts.items():
         reference = scored[text]
         if reference.error is not None or not reference.label_probs:
             out[k].error_code = "calibration_unavailable"
-            out[k].error_message = f"the content-free input {text[-60:]!r} cannot run: " \
-                f"{reference.error}"
+            out[k].error_message = f"the content-free input cannot run: {reference.error}"
             continue
         references[k] = reference.label_probs
     return [(k, text) for k, text in members if k in references], references
