@@ -135,6 +135,15 @@ def batch_calibrated(probs: Mapping[str, float], means: Mapping[str, float]
     return {label: w / total for label, w in weights.items()}
 
 
+def with_priors(probs: Mapping[str, float], priors: Mapping[str, float]) -> dict[str, float]:
+    """``probs`` times each label's prior weight (1 without one), renormalised."""
+    if not priors:
+        return dict(probs)
+    weights = {label: p * priors.get(label, 1.0) for label, p in probs.items()}
+    total = math.fsum(weights.values())
+    return {label: w / total for label, w in weights.items()} if total > 0 else dict(probs)
+
+
 def winner(probs: Mapping[str, float]) -> str:
     """The most probable label; the first listed wins a tie."""
     return max(probs, key=lambda label: probs[label])
@@ -155,7 +164,8 @@ def encode_table(table: pa.Table) -> bytes:
     return encode(table)
 
 
-def recalibrate_table(table: pa.Table, means: Mapping[str, float]) -> pa.Table:
+def recalibrate_table(table: pa.Table, means: Mapping[str, float],
+                      priors: Mapping[str, float] | None = None) -> pa.Table:
     """A results part with batch-calibrated ``label_probs``, ``label``, ``label_prob``,
     its raw probabilities in ``raw_label_probs`` and ``calibration`` = ``batch``."""
     from jobs.schema import RESULTS_SCHEMA  # here: schema imports nothing of ours
@@ -165,7 +175,7 @@ def recalibrate_table(table: pa.Table, means: Mapping[str, float]) -> pa.Table:
         raw = raw_probs_of(row)
         if raw is None or row["error_code"]:
             continue
-        probs = batch_calibrated(raw, means)
+        probs = with_priors(batch_calibrated(raw, means), priors or {})
         row["raw_label_probs"] = [{"label": k, "prob": v} for k, v in raw.items()]
         row["label_probs"] = [{"label": k, "prob": v} for k, v in probs.items()]
         row["label"] = winner(probs)
@@ -174,7 +184,8 @@ def recalibrate_table(table: pa.Table, means: Mapping[str, float]) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=RESULTS_SCHEMA)
 
 
-def calibrate_job(sink: PartSink, job_id: str, chunks: Sequence[int]) -> dict[str, float]:
+def calibrate_job(sink: PartSink, job_id: str, chunks: Sequence[int],
+                  priors: Mapping[str, float] | None = None) -> dict[str, float]:
     """Batch-calibrate a finished job's published ``chunks`` in place; the means.
 
     The means come from `DOCUMENT` when it exists (so every rewrite, wherever it runs,
@@ -198,7 +209,7 @@ def calibrate_job(sink: PartSink, job_id: str, chunks: Sequence[int]) -> dict[st
         if all(c in ("batch", None) for c in done):
             continue
         sink.replace_part(job_id, chunk, "results", encode_table(
-            recalibrate_table(table, means)))
+            recalibrate_table(table, means, priors)))
     return means
 
 

@@ -178,7 +178,7 @@ def _run_batch(model: TextModel, spec: JobSpec, batch: Sequence[InputRow], ctx: 
                 prompts = [text for _, text in members]
             for (k, _), c in zip(members, classify_items(model, prompts, options),
                                  strict=True):
-                _set_classified(out[k], c, spec.calibrate, names.get(options.labels, {}),
+                _set_classified(out[k], c, spec, names.get(options.labels, {}),
                                 references.get(k))
         else:
             for (k, _), g in zip(members, generate_items(model, prompts, options),
@@ -278,7 +278,7 @@ def _user_labels(spec: JobSpec, row: InputRow) -> tuple[str, ...]:
     return tuple(labels) if labels else spec.options.labels
 
 
-def _set_classified(row: ResultRow, result: ClassifyResult, method: str,
+def _set_classified(row: ResultRow, result: ClassifyResult, spec: JobSpec,
                     names: dict[str, str], content_free: dict[str, float] | None = None
                     ) -> None:
     if result.error is not None:
@@ -291,13 +291,14 @@ def _set_classified(row: ResultRow, result: ClassifyResult, method: str,
     if not result.label_probs:
         return
     # "batch" is applied when the job finalizes; until then a row holds the raw ones.
-    now = method if method in calibrate.ROW_METHODS else "none"
-    probs = calibrate.calibrated_probs(result, now, names, content_free) or {}
+    now = spec.calibrate if spec.calibrate in calibrate.ROW_METHODS else "none"
+    probs = calibrate.with_priors(
+        calibrate.calibrated_probs(result, now, names, content_free) or {}, spec.label_priors)
     row.label = calibrate.winner(probs)
     row.label_prob = probs[row.label]
     row.label_probs = [{"label": k, "prob": v} for k, v in probs.items()]
     row.calibration = now
-    if now != "none":
+    if now != "none" or spec.label_priors:
         raw = calibrate.calibrated_probs(result, "none", names) or {}
         row.raw_label_probs = [{"label": k, "prob": v} for k, v in raw.items()]
 

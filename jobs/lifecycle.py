@@ -148,7 +148,8 @@ def finalize(store: JobStore, sink: PartSink, job_id: str) -> bool:
     if spec.op == "classify" and spec.calibrate == "batch":
         from jobs.calibrate import calibrate_job  # on use: classify jobs that ask for it
 
-        calibrate_job(sink, job_id, [c for c in sorted(chunks) if sink.has_part(job_id, c)])
+        calibrate_job(sink, job_id, [c for c in sorted(chunks) if sink.has_part(job_id, c)],
+                      spec.label_priors)
     if spec.evaluation and final == JobState.COMPLETED and isinstance(sink, EvaluationSink):
         record_evaluation(store, sink, spec)
     status = store.status(job_id)

@@ -69,6 +69,9 @@ class JobSpec:
     #: contextual calibration's content-free input, {"prompt": ...} or {"messages": [...]}
     #: (built from the template at submit); None = derived from each row's chat
     content_free: dict[str, Any] | None = None
+    #: label -> prior weight, multiplied into every row's (calibrated) probabilities and
+    #: renormalised; a label without one weighs 1. {} = none.
+    label_priors: dict[str, float] = field(default_factory=dict)
     version: int = SPEC_VERSION
 
     def __post_init__(self) -> None:
@@ -85,11 +88,7 @@ class JobSpec:
             raise InvalidJobSpec("chunk_size", f"{self.chunk_size!r}; use 1 to {MAX_CHUNK_SIZE:,}")
         if self.op == "generate" and self.options.labels:
             raise InvalidJobSpec("labels", "labels apply to classify jobs only")
-        if self.calibrate not in CALIBRATIONS:
-            raise InvalidJobSpec("calibrate", f"{self.calibrate!r}; use one of "
-                                 f"{', '.join(CALIBRATIONS)}")
-        if self.op == "generate" and self.calibrate != "none":
-            raise InvalidJobSpec("calibrate", "calibration applies to classify jobs only")
+        self._check_classify_fields()
         if self.deadline is not None and (
                 not isinstance(self.deadline, int | float) or self.deadline <= self.created_at):
             raise InvalidJobSpec("deadline", f"{self.deadline!r} must be a unix time after "
@@ -102,12 +101,27 @@ class JobSpec:
                 isinstance(k, str) and isinstance(v, str) for k, v in self.metadata.items()):
             raise InvalidJobSpec("metadata", "must map strings to strings")
 
+    def _check_classify_fields(self) -> None:
+        if self.calibrate not in CALIBRATIONS:
+            raise InvalidJobSpec("calibrate", f"{self.calibrate!r}; use one of "
+                                 f"{', '.join(CALIBRATIONS)}")
+        if self.op == "generate" and self.calibrate != "none":
+            raise InvalidJobSpec("calibrate", "calibration applies to classify jobs only")
+        if not isinstance(self.label_priors, dict) or not all(
+                isinstance(k, str) and isinstance(v, int | float) and not isinstance(v, bool)
+                and 0 < v < float("inf") for k, v in self.label_priors.items()):
+            raise InvalidJobSpec("label_priors", f"{self.label_priors!r}: map labels to "
+                                 "positive numbers")
+        if self.label_priors and self.op != "classify":
+            raise InvalidJobSpec("label_priors", "priors apply to classify jobs only")
+
     def to_dict(self) -> dict[str, Any]:
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         if data["calibrate"] == "none":
             del data["calibrate"]  # readable by workers that predate calibration
-        if data["content_free"] is None:
-            del data["content_free"]
+        for name, empty in (("content_free", None), ("label_priors", {})):
+            if data[name] == empty:
+                del data[name]  # readable by workers that predate the field
         data["options"] = {name: _plain(getattr(self.options, name)) for name in _OPTION_FIELDS}
         return data
 

@@ -269,3 +269,27 @@ def test_contextual_calibration_of_a_plain_prompt_without_a_template_is_an_error
     [row] = out.results.to_pylist()
     assert row["error_code"] == "calibration_unavailable"
     assert "needs a content-free input" in row["error_message"]
+
+
+def test_label_priors_weigh_each_rows_probabilities_and_keep_the_raw_ones() -> None:
+    from inference.testing import FakeModel
+    from jobs.execute import ChunkContext, execute_chunk
+    from jobs.rows import InputRow
+
+    rows = [InputRow(index=i, custom_id=str(i), prompt=f"review {i}") for i in range(6)]
+    plain = JobSpec(op="classify", model="m", options=GenerateOptions(labels=("yes", "no")))
+    weighted = JobSpec(op="classify", model="m", options=plain.options,
+                       label_priors={"no": 4.0})
+    ctx = ChunkContext(job_id="j", chunk=0, backend="fake", worker="w")
+    with FakeModel("fake://test") as model:
+        before = execute_chunk(model, plain, rows, ctx).results.to_pylist()
+        after = execute_chunk(model, weighted, rows, ctx).results.to_pylist()
+    for a, b in zip(before, after, strict=True):
+        raw = {p["label"]: p["prob"] for p in a["label_probs"]}
+        assert {p["label"]: p["prob"] for p in b["raw_label_probs"]} == pytest.approx(raw)
+        expected_no = 4 * raw["no"] / (4 * raw["no"] + raw["yes"])
+        assert {p["label"]: p["prob"] for p in b["label_probs"]}["no"] == pytest.approx(
+            expected_no)
+        assert b["label"] == ("no" if expected_no > 0.5 else "yes")
+    with pytest.raises(InvalidJobSpec, match="label_priors.*positive numbers"):
+        JobSpec(op="classify", model="m", label_priors={"no": 0})

@@ -99,7 +99,8 @@ class Client:
                 spec, status, self.store.done_chunks(job_id), status.state))
             if spec.calibrate == "batch" and self.sink.has_document(job_id, CALIBRATION):
                 # parts collected before the job finalized hold raw probabilities
-                calibrate_job(self.sink, job_id, self.sink.part_chunks(job_id))
+                calibrate_job(self.sink, job_id, self.sink.part_chunks(job_id),
+                              spec.label_priors)
         return moved
 
     def wait(self, job_id: str, *, poll: float = 0.5, timeout: float | None = None,
