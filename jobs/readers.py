@@ -10,11 +10,15 @@
 * one row cannot run (no prompt, a wrong type, bytes that are not UTF-8, a
   prompt over the limit): the row comes with ``error_code`` set (one of
   `jobs.rows.ROW_ERROR_CODES`) and becomes an error row in the results.
+
+An `InputMapping` builds prompts from other fields (a template), makes rows chats
+(a system message) and names the id and expected-answer columns; a template field
+that a CSV or Parquet header lacks is of the first kind, one that a JSON line lacks
+of the second.
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import hashlib
 import os
@@ -24,17 +28,16 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
-import pyarrow as pa  # type: ignore[import-untyped, unused-ignore]
-import pyarrow.parquet as pq  # type: ignore[import-untyped, unused-ignore]
-
 from jobs import _formats as fm
+from jobs import _tables as tables
+from jobs import mapping as tm
 from jobs.errors import DuplicateCustomId, InputFileError
+from jobs.mapping import TEXT_FIELD, InputMapping, Template
 from jobs.rows import InputRow, with_expected
 
 FORMATS = ("jsonl", "csv", "parquet", "text")
 SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv",
             ".parquet": "parquet", ".pq": "parquet", ".txt": "text", ".text": "text"}
-PARQUET_BATCH_ROWS = 256
 _BOM = b"\xef\xbb\xbf"
 
 
@@ -70,9 +73,10 @@ def detect_format(path: str) -> str:
                          f"{', '.join(sorted(SUFFIXES))}")
 
 
-def read_input(path: str, fmt: str | None = None, *,
-               limits: InputLimits = InputLimits()) -> Iterator[InputRow]:
-    """The rows of an input file, streamed in file order; ``fmt`` None = by suffix.
+def read_input(path: str, fmt: str | None = None, *, limits: InputLimits = InputLimits(),
+               mapping: InputMapping | None = None) -> Iterator[InputRow]:
+    """The rows of an input file, streamed in file order; ``fmt`` None = by suffix;
+    ``mapping`` None = rows as the file gives them.
 
     The file's existence, kind and size are checked now; everything else as the
     rows stream. Raises `InputFileError` and `DuplicateCustomId`, never yields
@@ -96,7 +100,11 @@ def read_input(path: str, fmt: str | None = None, *,
         raise InputFileError(path, f"file is {st.st_size:,} bytes; the limit is "
                              f"{limits.max_total_bytes:,} bytes a job: split the file into "
                              "several jobs")
-    return _checked(path, _READERS[fmt](path, limits), limits)
+    mapping = mapping or InputMapping()
+    rows = _READERS[fmt](path, limits, mapping)
+    if mapping.system is not None:
+        rows = (mapping.with_system(row) for row in rows)
+    return _checked(path, rows, limits)
 
 
 def _checked(path: str, rows: Iterator[InputRow], limits: InputLimits) -> Iterator[InputRow]:
@@ -105,17 +113,12 @@ def _checked(path: str, rows: Iterator[InputRow], limits: InputLimits) -> Iterat
     try:
         for row in rows:
             if row.index >= limits.max_rows:
-                raise InputFileError(path, _too_many_rows(limits))
+                raise InputFileError(path, tables.too_many_rows(limits))
             if not seen.add(_id_hash(row.custom_id)):
                 raise DuplicateCustomId(path, row.custom_id, row.index)
             yield _sized(row, limits.max_prompt_bytes) if row.ok else row
     except OSError as e:
         raise InputFileError(path, f"cannot read: {e.strerror or e}") from e
-
-
-def _too_many_rows(limits: InputLimits) -> str:
-    return (f"more than {limits.max_rows:,} rows; the limit is {limits.max_rows:,} "
-            "rows a job: split the file into several jobs")
 
 
 def _sized(row: InputRow, limit: int) -> InputRow:
@@ -182,13 +185,6 @@ class _IdSet:
                 slots[i] = value
 
 
-def _open(path: str, mode: str, **kwargs: Any) -> IO[Any]:
-    try:
-        return open(path, mode, **kwargs)
-    except OSError as e:
-        raise InputFileError(path, f"cannot read: {e.strerror or e}") from e
-
-
 def _lines(f: IO[bytes], max_len: int) -> Iterator[tuple[int, bytes, int]]:
     """Each line's 1-based number, bytes without the newline, and length.
 
@@ -213,9 +209,10 @@ def _lines(f: IO[bytes], max_len: int) -> Iterator[tuple[int, bytes, int]]:
             yield number, body, len(body)
 
 
-def _read_jsonl(path: str, limits: InputLimits) -> Iterator[InputRow]:
+def _read_jsonl(path: str, limits: InputLimits, mapping: InputMapping) -> Iterator[InputRow]:
+    template = mapping.parsed
     index = 0
-    with _open(path, "rb") as f:
+    with tables.open_input(path, "rb") as f:
         for number, line, size in _lines(f, limits.max_line_bytes):
             if size > limits.max_line_bytes:
                 yield fm.error_row(index, fm.salvage_id(line, index), "prompt_too_large",
@@ -224,22 +221,51 @@ def _read_jsonl(path: str, limits: InputLimits) -> Iterator[InputRow]:
             elif not line.strip():
                 continue
             else:
-                yield _jsonl_row(path, number, index, line)
+                yield _jsonl_row(path, number, index, line, mapping, template)
             index += 1
 
 
-def _jsonl_row(path: str, number: int, index: int, line: bytes) -> InputRow:
+def _jsonl_row(path: str, number: int, index: int, line: bytes, mapping: InputMapping,
+               template: Template | None) -> InputRow:
     try:
         text = line.decode()
     except UnicodeDecodeError as e:
         return fm.error_row(index, fm.salvage_id(line, index), "invalid_utf8",
                             f"byte 0x{line[e.start]:02x} at offset {e.start} of line "
                             f"{number} is not UTF-8")
-    return fm.object_row(index, fm.parse_object(text, path, number), path, number)
+    obj = fm.parse_object(text, path, number)
+    if template is None and not {"body", "prompt", "messages"} & obj.keys():
+        return with_expected(fm.error_row(
+            index, _object_id(obj, index, mapping, path, number), "missing_prompt",
+            f"the row has neither prompt nor messages (its fields: "
+            f"{', '.join(map(repr, obj)) or 'none'}); --template builds the prompt from "
+            "fields, e.g. --template 'Review: {text}'"), _object_expected(obj, mapping))
+    if template is None and mapping.id_column is None and mapping.expected_column is None:
+        return fm.object_row(index, obj, path, number)
+    cid = _object_id(obj, index, mapping, path, number)
+    if template is None:
+        row = dataclasses.replace(fm.object_row(index, obj, path, number), custom_id=cid,
+                                  expected=None)
+    else:
+        row = tm.record_row(index, cid, obj, template)
+    return with_expected(row, _object_expected(obj, mapping))
 
 
-def _read_text(path: str, limits: InputLimits) -> Iterator[InputRow]:
-    with _open(path, "rb") as f:
+def _object_id(obj: dict[str, Any], index: int, mapping: InputMapping, path: str,
+               line: int) -> str:
+    name = mapping.id_column
+    value = obj.get(name) if name is not None else obj.get("custom_id", obj.get("id"))
+    return fm.custom_id(value, index, path, line)
+
+
+def _object_expected(obj: dict[str, Any], mapping: InputMapping) -> object:
+    return obj.get(mapping.expected_column or "expected")
+
+
+def _read_text(path: str, limits: InputLimits, mapping: InputMapping) -> Iterator[InputRow]:
+    mapping.check_text(path)
+    template = mapping.parsed
+    with tables.open_input(path, "rb") as f:
         for number, line, size in _lines(f, limits.max_prompt_bytes):
             index = number - 1
             if size > limits.max_prompt_bytes:
@@ -253,70 +279,15 @@ def _read_text(path: str, limits: InputLimits) -> Iterator[InputRow]:
                 yield fm.error_row(index, str(index), "invalid_utf8",
                                    f"byte 0x{line[e.start]:02x} at offset {e.start} is not UTF-8")
                 continue
-            yield fm.prompt_row(index, str(index), text)
+            if template is None:
+                yield fm.prompt_row(index, str(index), text)
+            else:
+                yield tm.record_row(index, str(index), {TEXT_FIELD: text}, template)
 
 
-def _read_csv(path: str, limits: InputLimits) -> Iterator[InputRow]:
-    # The field size limit is process-wide; it is raised (never lowered) to fit a prompt.
-    csv.field_size_limit(max(csv.field_size_limit(), limits.max_line_bytes))
-    with _open(path, "r", encoding="utf-8-sig", errors="surrogateescape", newline="") as f:
-        reader = csv.reader(f)
-        try:
-            header = next(reader, None)
-            if header is None:
-                raise InputFileError(path, "is empty; expected a header line with a prompt "
-                                     "or messages column")
-            names = [name.strip() for name in header]
-            content = fm.content_column(path, names)
-            for name in {content, "custom_id", "id"} & set(names):
-                if names.count(name) > 1:
-                    raise InputFileError(path, f"column {name!r} appears "
-                                         f"{names.count(name)} times; keep one")
-            id_name = "custom_id" if "custom_id" in names else "id" if "id" in names else None
-            to_row = fm.CsvRow(path, content, names.index(content),
-                               names.index(id_name) if id_name else None,
-                               names.index("expected") if "expected" in names else None)
-            index = 0
-            for cells in reader:
-                if cells:  # [] is a blank line, not a row
-                    yield to_row(reader.line_num, index, cells)
-                    index += 1
-        except csv.Error as e:
-            raise InputFileError(path, f"not CSV: {e}", line=reader.line_num) from e
-
-
-def _read_parquet(path: str, limits: InputLimits) -> Iterator[InputRow]:
-    try:
-        pf = pq.ParquetFile(path)
-    except (pa.ArrowException, OSError) as e:
-        raise InputFileError(path, f"not a Parquet file: {e}") from e
-    with pf:
-        if pf.metadata.num_rows > limits.max_rows:
-            raise InputFileError(path, _too_many_rows(limits))
-        content, to_row, id_column = fm.parquet_columns(path, pf.schema_arrow)
-        columns = [content, id_column] if id_column else [content]
-        expected_column = "expected" if "expected" in pf.schema_arrow.names else None
-        if expected_column:
-            columns.append(expected_column)
-        index = 0
-        try:
-            for batch in pf.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=columns):
-                values = batch.column(content).to_pylist()
-                ids = batch.column(id_column).to_pylist() if id_column else [None] * len(values)
-                answers = batch.column(expected_column).to_pylist() if expected_column \
-                    else [None] * len(values)
-                for value, raw_id, answer in zip(values, ids, answers, strict=True):
-                    cid = fm.custom_id(raw_id, index, path, None)
-                    row = to_row(index, cid, value) if value is not None else \
-                        fm.error_row(index, cid, "missing_prompt", f"{content} is null")
-                    yield with_expected(row, answer)
-                    index += 1
-        except (pa.ArrowException, UnicodeDecodeError) as e:
-            raise InputFileError(path, f"corrupt Parquet data near row {index}: {e}") from e
-
-
-_READERS: dict[str, Callable[[str, InputLimits], Iterator[InputRow]]] = {
-    "jsonl": _read_jsonl, "csv": _read_csv, "parquet": _read_parquet, "text": _read_text,
+_READERS: dict[str, Callable[[str, InputLimits, InputMapping], Iterator[InputRow]]] = {
+    "jsonl": _read_jsonl, "text": _read_text, "csv": tables.read_csv,
+    "parquet": tables.read_parquet,
 }
 
 __all__ = ["FORMATS", "InputLimits", "detect_format", "read_input"]

@@ -3,6 +3,9 @@
     [suites.sentiment]
     models = ["qwen3-1.7b", "qwen3-1.7b@metal"]   # an id, or id@backend to pin one
     dataset = "data/sentiment.jsonl"               # prompt or messages, and expected
+    # or a table of other columns, mapped as `inferq submit` maps them:
+    # template = "Review: {text}\nSentiment:"  system = "..."
+    # id_column = "id"  expected_column = "sentiment"
     op = "classify"
     labels = [" positive", " negative"]
     scorer = "label"                               # or { name = "regex", pattern = "..." }
@@ -24,13 +27,15 @@ from pathlib import Path
 from typing import Any
 
 from inference import GenerateOptions
-from jobs.errors import JobError
+from jobs.errors import InvalidJobSpec, JobError
+from jobs.mapping import InputMapping
 from jobs.readers import read_input
 from jobs.scorers import make_scorer
 from jobs.spec import NAME, OPS, options_from_dict
 
+_MAPPING_KEYS = ("template", "system", "id_column", "expected_column")
 _KEYS = {"models", "dataset", "op", "labels", "scorer", "every", "schedule", "chunk_size",
-         "options", "alerts"}
+         "options", "alerts", *_MAPPING_KEYS}
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -65,6 +70,7 @@ class Suite:
     schedule: str | None = None         #: cron expression (minute hour day month weekday)
     chunk_size: int = 256
     alerts: dict[str, float] = field(default_factory=dict)
+    mapping: InputMapping = field(default_factory=InputMapping)  #: how dataset rows are read
 
     def evaluation(self, slot: float | None) -> dict[str, Any]:
         """The ``evaluation`` part of each run's job spec."""
@@ -133,14 +139,16 @@ def _suite(path: str, text: str, base: Path, name: str, table: object,
     scorer, scorer_options = _scorer(table["scorer"], fail)
     options = _options(table, op, fail)
     dataset = str((base / str(table["dataset"])).resolve())
-    _check_dataset(dataset, fail)
+    mapping = _mapping(table, fail)
+    _check_dataset(dataset, mapping, fail)
     every, schedule = _schedule(table, check_cron, fail)
     chunk_size = table.get("chunk_size", 256)
     if not isinstance(chunk_size, int) or chunk_size < 1:
         raise fail("chunk_size", f"{chunk_size!r} must be a positive integer")
     return Suite(name=name, models=_targets(table["models"], fail), dataset=dataset, op=op,
                  scorer=scorer, scorer_options=scorer_options, options=options, every=every,
-                 schedule=schedule, chunk_size=chunk_size, alerts=_alerts(table, fail))
+                 schedule=schedule, chunk_size=chunk_size, alerts=_alerts(table, fail),
+                 mapping=mapping)
 
 
 Fail = Callable[[str | None, str], SuiteError]
@@ -219,17 +227,27 @@ def _alerts(table: dict[str, Any], fail: Fail) -> dict[str, float]:
     return {k: float(v) for k, v in alerts.items()}
 
 
-def _check_dataset(dataset: str, fail: Fail) -> None:
+def _mapping(table: dict[str, Any], fail: Fail) -> InputMapping:
+    try:
+        return InputMapping.from_dict({k: table[k] for k in _MAPPING_KEYS if k in table})
+    except InvalidJobSpec as exc:
+        key = exc.field if exc.field in _MAPPING_KEYS else None
+        raise fail(key, str(exc).removeprefix("invalid job spec: ")) from exc
+
+
+def _check_dataset(dataset: str, mapping: InputMapping, fail: Fail) -> None:
     """The dataset must read, and its rows must carry expected answers."""
     try:
-        first = next(iter(read_input(dataset)), None)
+        first = next(iter(read_input(dataset, mapping=mapping)), None)
     except JobError as exc:
         raise fail("dataset", str(exc)) from exc
     if first is None:
         raise fail("dataset", f"{dataset} has no rows")
     if first.expected is None:
-        raise fail("dataset", f"{dataset} has no expected answers (an 'expected' field or "
-                              "column is required to score a run)")
+        column = mapping.expected_column or "expected"
+        raise fail("dataset", f"{dataset} has no expected answers (a {column!r} field or "
+                              "column is required to score a run; expected_column names "
+                              "another)")
 
 
 def _duration(value: object, fail: Fail) -> float:

@@ -22,6 +22,7 @@ from jobs import (
 )
 from jobs.calibrate import DOCUMENT as CALIBRATION
 from jobs.calibrate import calibrate_job
+from jobs.mapping import InputMapping
 from worker.advertise import live_workers
 from worker.app import TASK, create_app
 from worker.config import Settings
@@ -66,17 +67,20 @@ class Client:
                 "Start one that has the model, or pass --queue-anyway")
 
     def submit(self, spec: JobSpec, input_path: str, *, fmt: str | None = None,
-               queue_anyway: bool = False, limits: InputLimits | None = None) -> JobStatus:
-        """Read, store and enqueue a job; ``limits`` None = the settings' input limits."""
-        if not queue_anyway:
-            self.check_servable(spec)
+               queue_anyway: bool = False, limits: InputLimits | None = None,
+               mapping: InputMapping | None = None, keep_path: bool = True) -> JobStatus:
+        """Validate the input, check a live worker serves the job (unless
+        ``queue_anyway``), then store and enqueue it; ``limits`` None = the settings'
+        input limits; ``mapping`` and ``keep_path`` as for `jobs.submit_job`."""
         queue = queue_for(spec)
 
         def enqueue(job_id: str, chunk: int) -> None:
             self.app.send_task(TASK, args=[job_id, chunk], queue=queue)
 
         return submit_job(spec, input_path, self.store, self.sink, enqueue, fmt=fmt,
-                          limits=limits or self.settings.input_limits())
+                          limits=limits or self.settings.input_limits(), mapping=mapping,
+                          keep_path=keep_path,
+                          check=None if queue_anyway else lambda: self.check_servable(spec))
 
     def cancel(self, job_id: str) -> JobStatus:
         """Ask a job to stop; a job that has ended, or does not exist, is left as it is."""

@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from jobs import ChunkRunner, JobSpec, JobStatus, MemoryJobStore, ParquetSink, submit_job
+from jobs.mapping import InputMapping
 from worker.catalog import Catalog, CatalogEntry
 from worker.config import Settings
 from worker.models import ModelCache
@@ -14,7 +15,8 @@ from worker.runtime import usable_backends
 
 def run_embedded(settings: Settings, spec: JobSpec, input_path: str, *,
                  fmt: str | None = None, model_path: str | None = None,
-                 model_roots: Iterable[str] = (),
+                 model_roots: Iterable[str] = (), mapping: InputMapping | None = None,
+                 keep_path: bool = True,
                  on_progress: Callable[[JobStatus], None] = lambda s: None) -> JobStatus:
     """Submit and run every chunk here; the Parquet dataset is what workers would write."""
     roots = tuple(model_roots) or settings.model_roots
@@ -30,7 +32,7 @@ def run_embedded(settings: Settings, spec: JobSpec, input_path: str, *,
     models.choose_backend(spec)  # fail before reading the input if nothing can serve it
     chunks: list[int] = []
     submit_job(spec, input_path, store, sink, lambda _job, chunk: chunks.append(chunk),
-               fmt=fmt, limits=settings.input_limits())
+               fmt=fmt, limits=settings.input_limits(), mapping=mapping, keep_path=keep_path)
     runner = ChunkRunner(store, sink, models, worker="embedded",
                          max_attempts=settings.max_attempts)
     try:

@@ -66,5 +66,5 @@ def run_specs(suite: Suite, slot: float | None = None) -> list[JobSpec]:
 def submit_suite(client: Any, suite: Suite, *, slot: float | None = None,
                  queue_anyway: bool = False) -> list[str]:
     """Submit the suite's runs; their job ids."""
-    return [client.submit(spec, suite.dataset, queue_anyway=queue_anyway).job_id
-            for spec in run_specs(suite, slot)]
+    return [client.submit(spec, suite.dataset, queue_anyway=queue_anyway,
+                          mapping=suite.mapping).job_id for spec in run_specs(suite, slot)]

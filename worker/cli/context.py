@@ -4,7 +4,8 @@ with an exit code, a JOB_ID argument, and one line (not a traceback) for a Redis
 Exit codes: 0 success (a waited-for job completed); 1 the operation failed or the
 job ended failed, expired or cancelled (or Redis cannot be reached); 2 bad usage or
 input (invalid spec, bad input file, no worker can serve the job, a configuration
-or Redis password that is refused).
+or Redis password that is refused, a broker URL that is not Redis); 141 standard
+output was closed by its reader (``| head``).
 
 Start-up time: redis, Celery (``worker.client``, ``worker.app``), the worker runtime
 and matplotlib are imported where a command uses them, not at the top of a module:
@@ -13,6 +14,8 @@ together they would double the start of every command, ``--help`` included.
 
 from __future__ import annotations
 
+import logging
+import os
 import ssl
 import sys
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -33,8 +36,35 @@ def fail(message: str, code: int = 1) -> NoReturn:
     sys.exit(code)
 
 
-def settings_of(ctx: click.Context) -> Settings:
-    """The settings from the group's options and the environment, loaded once per run."""
+def leave(code: object) -> NoReturn:
+    """Flush the standard streams and logging, then end the process with ``code`` (as
+    `sys.exit` reads it: None is 0, a string is printed and is 1) without finalizing
+    the interpreter (see `MainGroup`)."""
+    if code is None:
+        code = 0
+    elif not isinstance(code, int):
+        click.echo(str(code), err=True)
+        code = 1
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe (`| head`): nothing more to say
+            pass
+    os._exit(code)
+
+
+def stdout_closed() -> NoReturn:
+    """End quietly when standard output's reader has gone (``inferq ... | head``): exit
+    141, as a program killed by SIGPIPE; nothing more is written to the closed pipe."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    leave(141)
+
+
+def settings_of(ctx: click.Context, *, broker: bool = True) -> Settings:
+    """The settings from the group's options and the environment, loaded once per run;
+    ``broker`` False for a command that never reaches Redis (its URL is not checked)."""
     obj: dict[str, Any] = ctx.ensure_object(dict)
     if "settings" not in obj:
         try:
@@ -43,7 +73,22 @@ def settings_of(ctx: click.Context) -> Settings:
         except (OSError, ValueError) as exc:
             fail(f"configuration: {exc}", 2)
     settings: Settings = obj["settings"]
+    if broker:
+        check_broker_scheme(settings.broker_url)
     return settings
+
+
+#: URL schemes of a Redis broker, as redis-py and Celery read them.
+BROKER_SCHEMES = ("redis", "rediss", "unix")
+
+
+def check_broker_scheme(url: str) -> None:
+    """Exit 2 with one line unless ``url`` is a Redis URL."""
+    scheme = urlsplit(url).scheme if "://" in url else ""
+    if scheme not in BROKER_SCHEMES:
+        fail(f"broker URL {redact(url)!r} is not a Redis URL; use "
+             "redis://[:PASSWORD@]HOST:PORT/DB, rediss://... (TLS) or unix:///path/redis.sock "
+             "(--broker-url, INFERQ_BROKER_URL or broker_url in --config)", 2)
 
 
 def client_of(ctx: click.Context) -> Client:
@@ -95,7 +140,24 @@ def check_broker(client: Any, url: str) -> None:
 
 
 class MainGroup(click.Group):
-    """The command group: a Redis error in any command is one line, not a traceback."""
+    """The command group: a Redis error in any command is one line, not a traceback.
+
+    Run as the console script (``__call__``), a command's process ends with
+    `leave`, not with interpreter finalization: pyarrow's worker threads can still
+    hold the last reference to a Python buffer (a Parquet part read from bytes) when
+    the interpreter finalizes; releasing it needs the GIL, a thread that asks for the
+    GIL during finalization is ended with ``pthread_exit``, and unwinding through
+    Arrow's ``noexcept`` thread body calls ``std::terminate``: "terminate called
+    without an active exception", exit 134, after the command had done its work.
+    """
+
+    def __call__(self, *args: Any, **kwargs: Any) -> NoReturn:
+        try:
+            self.main(*args, **kwargs)
+            code: object = 0
+        except SystemExit as exc:
+            code = exc.code
+        leave(code)
 
     def invoke(self, ctx: click.Context) -> Any:
         import redis  # on use (start-up time)

@@ -10,11 +10,21 @@ from typing import Any
 import click
 
 import inference
-from jobs import TERMINAL, JobError, JobNotFound, keys, layout, reconcile_job, spec_from_document
-from worker.cli.context import check_job_id, client_of, fail, settings_of
-from worker.cli.options import build_spec, job_options
+from jobs import (
+    TERMINAL,
+    JobError,
+    JobNotFound,
+    ParquetSink,
+    keys,
+    layout,
+    reconcile_job,
+    spec_from_document,
+)
+from worker.cli.context import check_job_id, client_of, fail, settings_of, stdout_closed
+from worker.cli.options import build_mapping, build_spec, job_options
+from worker.cli.stdio import STDIN, input_path
 from worker.cli.view import Progress, print_json, print_table, show_status, status_dict
-from worker.export import REFUSED_DOCUMENT, export_results, is_chat
+from worker.export import EXPORT_FORMATS, REFUSED_DOCUMENT, export_format, export_results, is_chat
 from worker.routing import queue_for
 
 
@@ -26,13 +36,16 @@ from worker.routing import queue_for
 @click.pass_context
 def submit(ctx: click.Context, /, wait: bool, queue_anyway: bool, as_json: bool,
            **kw: Any) -> None:
-    """Submit a classify or generate job over INPUT (JSONL, CSV, Parquet or text)."""
+    """Submit a classify or generate job over INPUT (JSONL, CSV, Parquet or text; - reads
+    standard input)."""
     from worker.client import NoWorkerForJob  # on use: Celery (start-up time)
 
     client = client_of(ctx)
     try:
-        spec = build_spec(kw)
-        status = client.submit(spec, kw["input"], fmt=kw["fmt"], queue_anyway=queue_anyway)
+        spec, mapping = build_spec(kw), build_mapping(kw)
+        with input_path(kw["input"], kw["fmt"], client.settings) as (path, fmt):
+            status = client.submit(spec, path, fmt=fmt, queue_anyway=queue_anyway,
+                                   mapping=mapping, keep_path=kw["input"] != STDIN)
     except NoWorkerForJob as exc:
         fail(str(exc), 2)
     except JobError as exc:
@@ -53,25 +66,39 @@ def submit(ctx: click.Context, /, wait: bool, queue_anyway: bool, as_json: bool,
 @click.option("--model-path", default=None,
               help="Load this GGUF file or MLX directory as the model (no catalog needed).")
 @click.option("--model-root", multiple=True, help="Find the model id under this root.")
+@click.option("--to", "dest", default=None,
+              help="Then write every row to FILE (.jsonl, .csv, .parquet) or - (stdout).")
+@click.option("--openai", is_flag=True,
+              help="With --to: the OpenAI Batch output lines (successful rows).")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def run(ctx: click.Context, /, model_path: str | None, model_root: tuple[str, ...],
-        as_json: bool, **kw: Any) -> None:
-    """Run a job in this process, without Redis or Celery: same files on disk."""
+        dest: str | None, openai: bool, as_json: bool, **kw: Any) -> None:
+    """Run a job in this process, without Redis or Celery: same files on disk; --to
+    writes its rows out (vLLM's run-batch -i IN -o OUT in one command)."""
     from worker.embedded import run_embedded  # on use: the worker runtime (start-up time)
 
-    settings = settings_of(ctx)
+    settings = settings_of(ctx, broker=False)
+    out_fmt = _export_format(dest, None, openai)
     try:
-        spec = build_spec(kw)
-        status = run_embedded(settings, spec, kw["input"], fmt=kw["fmt"], model_path=model_path,
-                              model_roots=model_root, on_progress=Progress())
+        spec, mapping = build_spec(kw), build_mapping(kw)
+        with input_path(kw["input"], kw["fmt"], settings) as (path, fmt):
+            status = run_embedded(settings, spec, path, fmt=fmt, model_path=model_path,
+                                  model_roots=model_root, mapping=mapping,
+                                  keep_path=kw["input"] != STDIN, on_progress=Progress())
     except (JobError, inference.InferenceError) as exc:
         fail(str(exc), 2)
+    if dest is not None and out_fmt is not None:
+        sink = ParquetSink(settings.results_root() if not settings.results_via_redis
+                           else "results")
+        _export(sink, spec.job_id, dest, out_fmt, openai=openai, errors=False,
+                chat=openai and is_chat(spec.metadata))
+    summary = (f"{status.job_id} {status.state}: {status.completed:,} completed, "
+               f"{status.failed:,} failed; results in {settings.results_root()}")
     if as_json:
-        print_json(status_dict(status))
+        print_json(status_dict(status), err=dest == STDIN)
     else:
-        click.echo(f"{status.job_id} {status.state}: {status.completed:,} completed, "
-                   f"{status.failed:,} failed; results in {settings.results_root()}")
+        click.echo(summary, err=dest == STDIN)
     sys.exit(0 if status.state == "completed" else 1)
 
 
@@ -125,44 +152,87 @@ def cancel(ctx: click.Context, job_id: str) -> None:
 @click.argument("job_id", callback=check_job_id)
 @click.option("--head", "head", type=int, default=10, show_default=True,
               help="Rows to show when not writing a file.")
-@click.option("--to", "dest", type=click.Path(dir_okay=False), default=None,
-              help="Write every row to a .jsonl or .csv file.")
+@click.option("--to", "dest", default=None,
+              help="Write every row to FILE (.jsonl, .csv or .parquet) or - (stdout).")
+@click.option("--format", "out_fmt", type=click.Choice(EXPORT_FORMATS), default=None,
+              help="Export format (default: from the --to file name; jsonl for -).")
 @click.option("--openai", is_flag=True,
               help="With --to: the OpenAI Batch output format (and --errors its error file).")
 @click.option("--errors", "errors_only", is_flag=True, help="Only the error rows.")
 @click.pass_context
-def results(ctx: click.Context, job_id: str, head: int, dest: str | None, openai: bool,
-            errors_only: bool) -> None:
+def results(ctx: click.Context, job_id: str, head: int, dest: str | None,
+            out_fmt: str | None, openai: bool, errors_only: bool) -> None:
     """Show or export a job's result rows."""
-    if openai and (not dest or dest.endswith(".csv")):
-        fail("--openai writes JSON lines: use it with --to FILE.jsonl", 2)
+    if openai and not dest:
+        fail("--openai writes JSON lines: use it with --to FILE.jsonl (or --to -)", 2)
+    fmt = _export_format(dest, out_fmt, openai)
     client = client_of(ctx)
     client.collect(job_id)
-    table = client.sink.read_results(job_id)
-    if not table.num_rows:
-        try:  # no rows yet, or a mistyped id: say which
-            client.store.status(job_id)
-        except JobNotFound as exc:
-            fail(str(exc), 2)
-    if errors_only:
-        table = table.filter(table.column("error_code").is_valid())
-    if dest:
+    if dest is not None and fmt is not None:
         try:
             chat = openai and is_chat(client.store.get_spec(job_id).metadata)
         except JobNotFound:  # Redis forgot it: its rows are still on disk
             chat = False
-        refused = client.sink.read_document(job_id, REFUSED_DOCUMENT) \
-            if openai and client.sink.has_document(job_id, REFUSED_DOCUMENT) else None
-        written = export_results(table, dest, openai=openai, errors=errors_only, chat=chat,
-                                 refused=refused)
-        click.echo(f"{written:,} rows written to {dest}")
+        _export(client.sink, job_id, dest, fmt, openai=openai, errors=errors_only, chat=chat,
+                known=lambda: client.store.status(job_id))
         return
+    table = _rows(client.sink, job_id, errors_only, lambda: client.store.status(job_id))
     rows = table.slice(0, head).to_pylist()
     print_table(["ROW", "CUSTOM_ID", "LABEL/TEXT", "ERROR"],
                 [[str(r["row_index"]), r["custom_id"],
                   (r["label"] or r["text"] or "")[:50].replace("\n", " "),
                   r["error_code"] or ""] for r in rows])
     click.echo(f"({table.num_rows:,} rows; --to FILE writes them all)")
+
+
+def _export_format(dest: str | None, fmt: str | None, openai: bool) -> str | None:
+    """The export format of ``--to``/``--format`` (None without ``--to``); exits 2 on a
+    name that says no format, or ``--openai`` with a format that is not JSON lines."""
+    if dest is None:
+        if fmt is not None:
+            fail("--format chooses the export format: use it with --to FILE (or --to -)", 2)
+        return None
+    try:
+        chosen = export_format(dest, fmt)
+    except ValueError as exc:
+        fail(str(exc), 2)
+    if openai and chosen != "jsonl":
+        fail(f"--openai writes JSON lines, not {chosen}: use --to FILE.jsonl (or --to -)", 2)
+    return chosen
+
+
+def _rows(sink: Any, job_id: str, errors_only: bool, known: Any) -> Any:
+    """A job's result rows (only its error rows with ``errors_only``); exits 2 for a job
+    that has no rows and that Redis does not know."""
+    table = sink.read_results(job_id)
+    if not table.num_rows:
+        try:  # no rows yet, or a mistyped id: say which
+            known()
+        except JobNotFound as exc:
+            fail(str(exc), 2)
+    if errors_only:
+        table = table.filter(table.column("error_code").is_valid())
+    return table
+
+
+def _export(sink: Any, job_id: str, dest: str, fmt: str, *, openai: bool, errors: bool,
+            chat: bool, known: Any = lambda: None) -> None:
+    """Write the job's rows to ``dest`` (- = stdout) and say how many (on stderr when the
+    rows went to stdout)."""
+    table = _rows(sink, job_id, errors, known)
+    refused = sink.read_document(job_id, REFUSED_DOCUMENT) \
+        if openai and sink.has_document(job_id, REFUSED_DOCUMENT) else None
+    try:
+        written = export_results(table, dest, fmt=fmt, openai=openai, errors=errors, chat=chat,
+                                 refused=refused)
+    except BrokenPipeError:
+        stdout_closed()
+    except OSError as exc:
+        fail(f"cannot write {dest}: {exc.strerror or exc}", 1)
+    if dest == STDIN:  # the rows are the output: the count goes to stderr
+        click.echo(f"{written:,} rows written to standard output", err=True)
+    else:
+        click.echo(f"{written:,} rows written to {dest}")
 
 
 @click.command()

@@ -52,7 +52,7 @@ def models_list(ctx: click.Context, root: str | None, max_depth: int, as_json: b
     if root is None:
         from worker.runtime import usable_backends  # on use: redis (start-up time)
 
-        settings = settings_of(ctx)
+        settings = settings_of(ctx, broker=False)
         catalog = Catalog.build(roots=settings.model_roots, catalog_file=settings.catalog,
                                 fake_models=settings.fake_models)
         served = catalog.served(usable_backends(settings))

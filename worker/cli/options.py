@@ -11,7 +11,9 @@ from typing import Any
 import click
 
 from jobs import DEFAULT_CHUNK_SIZE, JobSpec, options_from_dict
+from jobs.mapping import InputMapping
 from jobs.spec import CALIBRATIONS, MAX_LABELS, check_labels
+from worker.cli.stdio import STDIN, STDIN_NAME
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -32,7 +34,7 @@ def job_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """The spec options, in the order ``--help`` shows them."""
     decorators = [
         click.argument("op", type=click.Choice(["classify", "generate"])),
-        click.argument("input", type=click.Path(dir_okay=False)),
+        click.argument("input", type=click.Path(dir_okay=False, allow_dash=True)),
         click.option("--model", "-m", "model_id", required=True,
                      help="Model id, as workers' catalogs name it."),
         click.option("--backend", "-b", default="", help="Pin a backend (default: any)."),
@@ -57,13 +59,41 @@ def job_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                      help="Expire unfinished rows after this long (e.g. 2h)."),
         click.option("--format", "fmt", default=None,
                      type=click.Choice(["jsonl", "csv", "parquet", "text"]),
-                     help="Input format (default: from the file name)."),
+                     help="Input format (default: from the file name; for - (stdin), "
+                     "JSONL or Parquet by their first bytes)."),
+        click.option("--template", default=None,
+                     help=r"Build each prompt from the row's fields by name, e.g. "
+                     r"'Review: {text}\nSentiment:' ({{ and }} are literal braces; \n a "
+                     "newline)."),
+        click.option("--system", default=None,
+                     help="A system message: each row becomes a chat (system, then the "
+                     "prompt as the user's), rendered by the model's chat template."),
+        click.option("--id-column", default=None,
+                     help="The field holding each row's custom id (default: custom_id, "
+                     "else id, else the row number)."),
+        click.option("--expected-column", default=None,
+                     help="The field holding each row's expected answer, kept in the "
+                     "results (default: expected)."),
         click.option("--meta", multiple=True, help="KEY=VALUE metadata (repeatable)."),
         click.option("--job-id", default=None, help="Choose the job id (default: generated)."),
     ]
     for decorator in reversed(decorators):
         fn = decorator(fn)
     return fn
+
+
+def unescape(text: str) -> str:
+    r"""``\n``, ``\t`` and ``\\`` as the characters they name: a shell argument cannot
+    easily hold a newline. Any other backslash stays as it is."""
+    return re.sub(r"\\([nt\\])", lambda m: {"n": "\n", "t": "\t"}.get(m[1], "\\"), text)
+
+
+def build_mapping(kw: dict[str, Any]) -> InputMapping:
+    """The `InputMapping` of the shared options; raises InvalidJobSpec naming the option."""
+    return InputMapping(
+        template=unescape(kw["template"]) if kw["template"] is not None else None,
+        system=unescape(kw["system"]) if kw["system"] is not None else None,
+        id_column=kw["id_column"], expected_column=kw["expected_column"])
 
 
 def max_labels() -> int:
@@ -97,4 +127,4 @@ def build_spec(kw: dict[str, Any]) -> JobSpec:
                    calibrate=kw["calibrate"],
                    chunk_size=kw["chunk_size"], metadata=metadata, created_at=now,
                    deadline=now + parse_duration(kw["deadline"]) if kw["deadline"] else None,
-                   input_name=kw["input"], **extra)
+                   input_name=STDIN_NAME if kw["input"] == STDIN else kw["input"], **extra)

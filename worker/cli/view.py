@@ -13,8 +13,9 @@ import click
 from jobs import JobStatus
 
 
-def print_json(data: object) -> None:
-    click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+def print_json(data: object, *, err: bool = False) -> None:
+    """``data`` as indented JSON on stdout (stderr with ``err``)."""
+    click.echo(json.dumps(data, indent=2, sort_keys=True, default=str), err=err)
 
 
 def print_table(headers: list[str], rows: list[list[str]]) -> None:
