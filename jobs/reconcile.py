@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from jobs.errors import InputFileError
 from jobs.expire import expire_job, past_deadline
 from jobs.lifecycle import JobState, finalize, summary_from_parts
+from jobs.mapping import InputMapping
 from jobs.readers import read_input
 from jobs.rows import InputRow
 from jobs.sinks import ParquetSink
@@ -59,7 +60,9 @@ def reconcile_job(job_id: str, store: JobStore, sink: ParquetSink, enqueue: Enqu
         path = input_path or doc.get("input_path")
         if not path:
             raise InputFileError(job_id, "spec.json names no input file; pass --input")
-        for chunk, rows in _chunks(path, doc.get("format"), spec.chunk_size, set(missing)):
+        mapping = InputMapping.from_dict(doc.get("mapping"))  # as submission read it
+        for chunk, rows in _chunks(path, doc.get("format"), spec.chunk_size, set(missing),
+                                   mapping):
             store.put_chunk_input(job_id, chunk, rows)
         if past_deadline(store, job_id):
             report = expire_job(store, sink, job_id)
@@ -72,12 +75,12 @@ def reconcile_job(job_id: str, store: JobStore, sink: ParquetSink, enqueue: Enqu
     return ReconcileReport(job_id, recreated, recorded, missing, store.status(job_id).state)
 
 
-def _chunks(path: str, fmt: str | None, size: int,
-            wanted: set[int]) -> Iterator[tuple[int, list[InputRow]]]:
+def _chunks(path: str, fmt: str | None, size: int, wanted: set[int],
+            mapping: InputMapping) -> Iterator[tuple[int, list[InputRow]]]:
     """The input's rows for the ``wanted`` chunks, cut as submission cut them (streaming)."""
     batch: list[InputRow] = []
     current = -1
-    for row in read_input(path, fmt):
+    for row in read_input(path, fmt, mapping=mapping):
         chunk = row.index // size
         if chunk != current and batch:
             yield current, batch

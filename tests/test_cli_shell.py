@@ -403,3 +403,64 @@ def test_the_readmes_columns_pipes_and_stdout_commands_run_as_written(redis_url,
     jobs = json.loads(subprocess.run([INFERQ, "jobs", "--json"], env=env, capture_output=True,
                                      text=True, timeout=60, check=True).stdout)
     assert [j["state"] for j in jobs] == ["completed", "completed"]
+
+
+@pytest.mark.slow
+def test_reconcile_rereads_a_templated_input_as_submission_read_it(queue):
+    from jobs.redis_store import RedisJobStore
+
+    path = write_reviews(queue.tmp / "later.csv")
+    out = queue.inferq("submit", "generate", str(path), "--model", "nobody-serves",
+                       "--queue-anyway", "--template", "Review: {text}", "--system", "Be brief.")
+    job = out.stdout.split()[0].decode()
+    client = redis.Redis.from_url(queue.url)
+    client.delete(*client.keys(f"inferq:job:{job}*"), "inferq.model.nobody-serves")
+    client.zrem("inferq:jobs", job)  # Redis lost the job: only spec.json is left
+    done = queue.inferq("reconcile", job)
+    assert done.returncode == 0, err(done)
+    (rows,) = [RedisJobStore(client).get_chunk_input(job, 0)]
+    assert [r.custom_id for r in rows] == [i for i, _, _ in REVIEWS]
+    assert [[m.content for m in r.messages] for r in rows] == [
+        ["Be brief.", f"Review: {t}"] for _, t, _ in REVIEWS]
+
+
+@pytest.mark.slow
+def test_a_suite_maps_a_csv_dataset_by_its_template_and_expected_column(queue):
+    write_reviews(queue.tmp / "reviews.csv")
+    suites = queue.tmp / "evals.toml"
+    suites.write_text(
+        '[suites.reviews]\nmodels = ["demo"]\ndataset = "reviews.csv"\nop = "classify"\n'
+        'labels = ["positive", "negative"]\nscorer = "label"\n'
+        'template = "Review: {text}\\nSentiment:"\nid_column = "id"\n'
+        'expected_column = "sentiment"\n')
+    out = queue.inferq("eval", "run", "reviews", "--suites", str(suites), "--wait")
+    assert out.returncode == 0, err(out)
+    job = out.stdout.split()[0].decode()
+    rows = jsonl(queue.inferq("results", job, "--to", "-").stdout)
+    assert [(r["custom_id"], r["expected"]) for r in rows] == [(i, s) for i, _, s in REVIEWS]
+    assert [r["prompt_tokens"] for r in rows] == [
+        len(f"Review: {t}\nSentiment:".encode()) + 1 for _, t, _ in REVIEWS]
+
+
+def test_a_suite_template_naming_a_missing_column_is_refused_with_its_line(tmp_path):
+    from jobs.suites import SuiteError, load_suites
+
+    write_reviews(tmp_path / "reviews.csv")
+    path = tmp_path / "evals.toml"
+    path.write_text('[suites.reviews]\nmodels = ["demo"]\ndataset = "reviews.csv"\n'
+                    'scorer = "label"\nlabels = ["positive", "negative"]\n'
+                    'template = "{review}"\nexpected_column = "sentiment"\n')
+    with pytest.raises(SuiteError) as e:
+        load_suites(str(path))
+    assert "line 3" in str(e.value)  # the dataset's line
+    assert "template field 'review' is not a column" in str(e.value)
+
+
+def test_standard_output_closed_by_its_reader_ends_quietly(tmp_path):
+    path = write_jsonl(tmp_path / "in.jsonl", [{"prompt": f"p{i}"} for i in range(2000)])
+    out = subprocess.run(f"{INFERQ} --results {tmp_path / 'r'} run generate {path} --model demo "
+                         "--max-tokens 64 --to - | head -1", shell=True, capture_output=True,
+                         env=CLEAN_ENV | FAKE, timeout=300, executable="/bin/bash")
+    assert out.returncode == 0
+    assert len(out.stdout.splitlines()) == 1
+    assert b"Traceback" not in out.stderr and b"BrokenPipe" not in out.stderr

@@ -204,8 +204,8 @@ class Batches:
                 found.error(None, "model_not_found", f"no live worker serves model "
                             f"{spec.model!r}; served: {', '.join(self.models()) or 'none'}",
                             "body.model")
-            except JobError:  # the job exists, failed, with the reason
-                return
+            except JobError as exc:  # refused by the job's reader: submit created nothing
+                found.error(getattr(exc, "line", None), "invalid_file", str(exc))
         if found.errors:
             if found.more_errors:
                 found.error(None, "too_many_errors", f"{found.more_errors} more errors")
