@@ -464,3 +464,25 @@ def test_standard_output_closed_by_its_reader_ends_quietly(tmp_path):
     assert out.returncode == 0
     assert len(out.stdout.splitlines()) == 1
     assert b"Traceback" not in out.stderr and b"BrokenPipe" not in out.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("jq") is None, reason="the doc's pipe uses jq")
+def test_the_analytics_docs_shell_exports_run_as_written(queue):
+    doc = README.parent / "docs" / "analytics.md"
+    text = doc.read_text(encoding="utf-8")
+    section = text[text.index("## 8. One job's rows from the shell"):]
+    block = section[section.index("```sh\n") + 6:section.index("```\n", section.index("```sh"))]
+    env = CLEAN_ENV | {"INFERQ_BROKER_URL": queue.url, "INFERQ_RESULTS": str(queue.results),
+                       "JOB": queue.job, "PATH": f"{Path(INFERQ).parent}:{os.environ['PATH']}"}
+    out = subprocess.run(["bash", "-euo", "pipefail", "-c", block], cwd=queue.tmp, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    first = [json.loads(line) for line in out.stdout.splitlines()[:3]]
+    assert first == [{"custom_id": i, "label": first[n]["label"], "expected": s}
+                     for n, (i, _, s) in enumerate(REVIEWS[:3])]
+    assert out.stdout.splitlines()[3:] == [f"4 rows written to {queue.job}.parquet"]
+    assert out.stderr.splitlines()[-1] == "0 rows written to standard output"  # no errors
+    with open(queue.tmp / f"{queue.job}.csv", newline="") as f:
+        assert [r["custom_id"] for r in csv.DictReader(f)] == [i for i, _, _ in REVIEWS]
+    assert pq.read_table(queue.tmp / f"{queue.job}.parquet").num_rows == len(REVIEWS)
