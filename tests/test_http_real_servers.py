@@ -6,13 +6,13 @@ and llama.cpp's own ``llama-server`` (built by ``bench/build_llama_tools`` into
 ``.cache/llama-tools/<version>/``; its tests skip, saying so, where it is not
 built). Both run with flash attention on, as the local backend's contexts do.
 
-Measured on this Q4_1 model (CPU, 2 threads): greedy chat replies are
-identical; label probabilities differ from the local backend's, one prompt at a
-time, by at most 1.1e-3 on llama-cpp-python's server and at most 1.1e-2 on
-llama-server (which reuses its cached prompt across requests, so the label
-tokens and the prompt run in other batch shapes; the local backend's own rows
-move by up to 0.11 between batch shapes, see test_real_model). TOLERANCE is
-set above both.
+Measured on this Q4_1 model (CPU, 2 threads, 4 slots, 60 chat-rendered reviews):
+label probabilities equal the local backend's, one prompt at a time, to within
+2e-6 on both servers (labels "positive"/"negative" and " very good"/" very
+bad"/" okay"); against the local backend's batched classify they differ by up
+to 0.11 (mean 0.02), which is batch shape, not the server (see test_real_model).
+So the comparison is with the local backend one prompt at a time, within
+TOLERANCE. Greedy chat replies and token counts are identical.
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ from worker.local import free_port
 pytestmark = [pytest.mark.real_model, pytest.mark.llama, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parent.parent
-#: Largest difference of one label probability from the local backend's (see above).
-TOLERANCE = 0.03
+#: Largest difference of one label probability from the local backend's (measured 2e-6).
+TOLERANCE = 1e-3
 N_CTX = 4096
 SLOTS = 4
 SYSTEM = "Is the following customer review positive or negative? Answer with one word."
@@ -214,12 +214,24 @@ def test_prompt_label_probabilities_equal_the_local_backends_within_the_toleranc
 def test_single_token_labels_among_the_top_tokens_cost_one_request_per_row(
         remote: HttpModel) -> None:
     conversations = [_conversation(text) for text in REVIEWS]
-    remote.classify_chat(conversations, GenerateOptions(labels=("positive", "negative")))
+    remote.classify_chat(conversations, GenerateOptions(labels=("Positive", "Negative")))
     assert remote.last_requests == len(conversations)
 
 
 def test_a_multi_token_label_costs_one_more_request_per_row(remote: HttpModel) -> None:
     conversations = [_conversation(text) for text in REVIEWS]
     remote.classify_chat(conversations,
-                         GenerateOptions(labels=("positive", "negative", " very good")))
+                         GenerateOptions(labels=("Positive", "Negative", " very good")))
     assert remote.last_requests == 2 * len(conversations)
+
+
+def test_the_wall_time_is_split_by_the_servers_timings_or_else_counted_as_decode(
+        remote: HttpModel, request: pytest.FixtureRequest) -> None:
+    remote.batch_chat([(Message("user", q),) for q in QUESTIONS], GenerateOptions(max_tokens=16))
+    metrics = remote.metrics()
+    assert metrics.prefill_seconds + metrics.decode_seconds == pytest.approx(
+        metrics.total_seconds)
+    if "llama-cpp-python" in request.node.name:  # no timings in its answers
+        assert metrics.prefill_seconds == 0 and metrics.decode_seconds > 0
+    else:
+        assert metrics.prefill_seconds > 0 and metrics.decode_seconds > 0

@@ -52,6 +52,7 @@ class Batcher:
         self._slots = slots
         self._url = url
         self._label_cache: dict[str, LabelTokens] = {}
+        self._top = labels_api.TOP  #: lowered once for a server that refuses so many
         self._lock = threading.Lock()
         self.requests = 0  #: requests sent by the last batch
 
@@ -68,14 +69,15 @@ class Batcher:
                     "empty_prompt", "prompt is empty", index=index))
             path, part = api.request_for(item)
             answer = self._post(path, {**body, **part})
-            ledger.count(answer)
+            ledger.count(answer, generated=api.generated_tokens(answer, options.stop_strings))
             choice = api.first_choice(answer)
             text = api.answer_text(choice)
             if text is None:
                 raise _BadAnswer(f"{self._client.url(path)}: the answer has no "
                                  f"{'message content' if api.is_chat(item) else 'text'}: "
                                  f"{str(answer)[:200]}")
-            prompt_tokens, generated = api.usage(answer)
+            prompt_tokens = api.usage(answer)[0]
+            generated = api.generated_tokens(answer, options.stop_strings)
             ids = api.token_ids(choice)
             tokens = api.tokens_of(text, ids, generated) if text or ids or generated else []
             reason = "length" if choice.get("finish_reason") == "length" else "stop"
@@ -118,8 +120,16 @@ class Batcher:
 
     def _classify_one(self, index: int, item: api.Item, tokens: list[LabelTokens],
                       ledger: Ledger) -> ClassifyResult:
-        path, body = labels_api.first_token_body(item, labels_api.TOP if tokens else 0)
-        answer = self._post(path, body)
+        path, body = labels_api.first_token_body(item, self._top if tokens else 0)
+        try:
+            answer = self._post(path, body)
+        except HttpStatusError as exc:
+            if not (tokens and exc.status == 400 and "logprob" in exc.detail.lower()
+                    and self._top > labels_api.SMALL_TOP):
+                raise
+            self._top = labels_api.SMALL_TOP
+            path, body = labels_api.first_token_body(item, self._top)
+            answer = self._post(path, body)
         ledger.count(answer)
         choice = api.first_choice(answer)
         text = api.answer_text(choice)

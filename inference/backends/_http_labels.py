@@ -35,8 +35,11 @@ from inference.backends._http_client import HttpStatusError, JsonClient, JsonObj
 from inference.errors import PromptError
 from inference.options import GenerateOptions
 
-#: Most likely first tokens asked for with the first request (vLLM's default cap).
-TOP = 20
+#: Most likely first tokens asked for with the first request. On SmolLM2-135M, chat
+#: answers "positive"/"negative" rank up to 88th, so 20 would force most labels.
+TOP = 100
+#: The fallback for servers that cap it (vLLM's default ``max_logprobs``; OpenAI: 5).
+SMALL_TOP = 20
 #: Logit bias of a label's last token; earlier tokens get multiples of it.
 _BIAS = 100.0
 

@@ -3,7 +3,9 @@
 Fields, as the ``http`` backend fills them:
 
 - ``prompt_tokens`` / ``generated_tokens``: the server's ``usage.prompt_tokens``
-  and ``usage.completion_tokens``, summed over the batch's items. Classify, like
+  and ``usage.completion_tokens``, summed over the batch's items (less the
+  end-of-generation token that llama.cpp's server counts, see
+  `_http_openai.generated_tokens`). Classify, like
   the local engines, counts prompt tokens only (generated 0): those of each
   item's first request; the extra label requests re-read the same prompt from
   the server's cache and are not counted again.
@@ -36,9 +38,15 @@ class Ledger:
         self.timed = False
         self.requests = 0
 
-    def count(self, answer: JsonObject, *, tokens: bool = True) -> None:
-        """Add an answer's timings, and its ``usage`` unless ``tokens`` is False."""
-        prompt, generated = api.usage(answer)
+    def count(self, answer: JsonObject, *, tokens: bool = True,
+              generated: int | None = None) -> None:
+        """Add an answer's timings, and its ``usage`` unless ``tokens`` is False.
+
+        ``generated`` overrides ``usage.completion_tokens`` (see
+        `api.generated_tokens`).
+        """
+        prompt, completion = api.usage(answer)
+        generated = completion if generated is None else generated
         seconds = api.timings(answer)
         with self._lock:
             self.requests += 1

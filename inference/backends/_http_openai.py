@@ -130,6 +130,22 @@ def usage(answer: JsonObject) -> tuple[int, int]:
     return as_int(value.get("prompt_tokens")), as_int(value.get("completion_tokens"))
 
 
+def generated_tokens(answer: JsonObject, stop_strings: Sequence[str]) -> int:
+    """Tokens generated, as the local engines count them: the end-of-generation token not.
+
+    llama.cpp's server (recognised by its ``timings``) counts in
+    ``usage.completion_tokens`` the end-of-generation token it sampled, whose
+    text it does not return; that one is taken off when the answer stopped
+    without stop strings. With stop strings its count keeps the stop string's
+    tokens, and is returned as it is.
+    """
+    generated = usage(answer)[1]
+    stopped = first_choice(answer).get("finish_reason") == "stop"
+    if generated and stopped and not stop_strings and timings(answer) is not None:
+        return generated - 1
+    return generated
+
+
 def timings(answer: JsonObject) -> tuple[float, float] | None:
     """(prompt seconds, generation seconds) from llama.cpp's ``timings``; None when absent."""
     value = answer.get("timings")
