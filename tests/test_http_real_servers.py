@@ -8,9 +8,10 @@ built). Both run with flash attention on, as the local backend's contexts do.
 
 Measured on this Q4_1 model (CPU, 2 threads, 4 slots, 60 chat-rendered reviews):
 label probabilities equal the local backend's, one prompt at a time, to within
-2e-6 on both servers (labels "positive"/"negative" and " very good"/" very
-bad"/" okay"); against the local backend's batched classify they differ by up
-to 0.11 (mean 0.02), which is batch shape, not the server (see test_real_model).
+1e-6 on llama-cpp-python's server (labels "positive"/"negative" and " very
+good"/" very bad"/" okay") and 2e-6 on llama-server ("positive"/"negative");
+against the local backend's batched classify they differ by up to 0.11 (mean
+0.02), which is batch shape, not the server (see test_real_model).
 So the comparison is with the local backend one prompt at a time, within
 TOLERANCE. Greedy chat replies and token counts are identical.
 """
