@@ -14,6 +14,7 @@ together they would double the start of every command, ``--help`` included.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import ssl
@@ -47,10 +48,8 @@ def leave(code: object) -> NoReturn:
         code = 1
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
-        try:
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe (`| head`)
             stream.flush()
-        except (OSError, ValueError):  # a closed pipe (`| head`): nothing more to say
-            pass
     os._exit(code)
 
 
