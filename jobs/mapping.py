@@ -202,6 +202,20 @@ class InputMapping:
             raise InputFileError(path, f"template field {other!r}: a text file's rows have "
                                  f"one field, {{{TEXT_FIELD}}} (the line)")
 
+    def content_free(self, filler: str = "N/A") -> dict[str, Any] | None:
+        """Contextual calibration's content-free input (jobs/calibrate.py): the template
+        with every field ``filler``, as the system message's chat when there is one;
+        None when the mapping has neither (each row's chat is used then)."""
+        parsed = self.parsed
+        if parsed is None and self.system is None:
+            return None
+        text = parsed.render(dict.fromkeys(parsed.fields, filler)) if parsed else filler
+        assert isinstance(text, str)  # every field is there
+        if self.system is None:
+            return {"prompt": text}
+        return {"messages": [{"role": "system", "content": self.system},
+                             {"role": "user", "content": text}]}
+
     def with_system(self, row: InputRow) -> InputRow:
         """``row`` as a chat with the system message, if the mapping has one: a prompt
         becomes the user message; messages without a system message get it first (a

@@ -31,11 +31,11 @@ from jobs.errors import InvalidJobSpec, JobError
 from jobs.mapping import InputMapping
 from jobs.readers import read_input
 from jobs.scorers import make_scorer
-from jobs.spec import NAME, OPS, options_from_dict
+from jobs.spec import NAME, OPS, JobSpec, options_from_dict
 
 _MAPPING_KEYS = ("template", "system", "id_column", "expected_column")
 _KEYS = {"models", "dataset", "op", "labels", "scorer", "every", "schedule", "chunk_size",
-         "options", "alerts", *_MAPPING_KEYS}
+         "options", "alerts", "calibrate", "priors", *_MAPPING_KEYS}
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -71,6 +71,8 @@ class Suite:
     chunk_size: int = 256
     alerts: dict[str, float] = field(default_factory=dict)
     mapping: InputMapping = field(default_factory=InputMapping)  #: how dataset rows are read
+    calibrate: str = "none"             #: classify calibration (jobs/calibrate.py)
+    label_priors: dict[str, float] = field(default_factory=dict)
 
     def evaluation(self, slot: float | None) -> dict[str, Any]:
         """The ``evaluation`` part of each run's job spec."""
@@ -148,10 +150,21 @@ def _suite(path: str, text: str, base: Path, name: str, table: object,
     return Suite(name=name, models=_targets(table["models"], fail), dataset=dataset, op=op,
                  scorer=scorer, scorer_options=scorer_options, options=options, every=every,
                  schedule=schedule, chunk_size=chunk_size, alerts=_alerts(table, fail),
-                 mapping=mapping)
+                 mapping=mapping, **_calibration(table, op, fail))
 
 
 Fail = Callable[[str | None, str], SuiteError]
+
+
+def _calibration(table: dict[str, Any], op: str, fail: Fail) -> dict[str, Any]:
+    """``calibrate`` and ``priors`` (a table of label = weight), checked as a job's are."""
+    calibrate, priors = table.get("calibrate", "none"), table.get("priors", {})
+    try:
+        JobSpec(op=op, model="suite", calibrate=calibrate, label_priors=priors)
+    except InvalidJobSpec as exc:
+        raise fail("priors" if exc.field == "label_priors" else "calibrate",
+                   str(exc)) from exc
+    return {"calibrate": calibrate, "label_priors": dict(priors)}
 
 
 def _targets(models: object, fail: Fail) -> tuple[Target, ...]:

@@ -291,5 +291,88 @@ def test_label_priors_weigh_each_rows_probabilities_and_keep_the_raw_ones() -> N
         assert {p["label"]: p["prob"] for p in b["label_probs"]}["no"] == pytest.approx(
             expected_no)
         assert b["label"] == ("no" if expected_no > 0.5 else "yes")
-    with pytest.raises(InvalidJobSpec, match="label_priors.*positive numbers"):
+    with pytest.raises(InvalidJobSpec, match=r"label_priors.*positive numbers"):
         JobSpec(op="classify", model="m", label_priors={"no": 0})
+
+
+# -- the command line and suite files ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(("text", "priors"), [
+    ("positive=1,negative=3", {"positive": 1.0, "negative": 3.0}),
+    ("a=b=0.5", {"a=b": 0.5}),
+    ("", {}),
+])
+def test_priors_parse_from_the_command_line(text: str, priors: dict[str, float]) -> None:
+    from worker.cli.options import parse_priors
+
+    assert parse_priors(text) == priors
+
+
+@pytest.mark.parametrize("text", ["positive", "positive=0", "positive=-1", "=2", "x=inf"])
+def test_a_bad_prior_names_the_item(text: str) -> None:
+    import click
+
+    from worker.cli.options import parse_priors
+
+    with pytest.raises(click.BadParameter, match=re.escape(repr(text))):
+        parse_priors(text)
+
+
+def test_contextual_calibration_takes_its_content_free_input_from_the_template() -> None:
+    from jobs.mapping import InputMapping
+
+    assert InputMapping(template="Review: {text}\nSentiment:").content_free() == {
+        "prompt": "Review: N/A\nSentiment:"}
+    assert InputMapping(template="{title}: {text}", system="Judge it.").content_free() == {
+        "messages": [{"role": "system", "content": "Judge it."},
+                     {"role": "user", "content": "N/A: N/A"}]}
+    assert InputMapping(system="Judge it.").content_free() == {
+        "messages": [{"role": "system", "content": "Judge it."},
+                     {"role": "user", "content": "N/A"}]}
+    assert InputMapping().content_free() is None
+
+
+def test_a_suite_file_takes_calibrate_and_priors(tmp_path: Path) -> None:
+    from jobs.suites import SuiteError, load_suites
+    from worker.evals import run_specs
+
+    (tmp_path / "data.csv").write_text("id,text,expected\n1,great,positive\n2,bad,negative\n")
+    suite_text = """\
+[suites.reviews]
+models = ["demo"]
+dataset = "data.csv"
+labels = ["positive", "negative"]
+scorer = "label"
+template = "Review: {text}\\nSentiment:"
+id_column = "id"
+calibrate = "contextual"
+priors = { negative = 2.0 }
+"""
+    (tmp_path / "evals.toml").write_text(suite_text)
+    suite = load_suites(str(tmp_path / "evals.toml"))["reviews"]
+    [spec] = run_specs(suite)
+    assert (spec.calibrate, spec.label_priors) == ("contextual", {"negative": 2.0})
+    assert spec.content_free == {"prompt": "Review: N/A\nSentiment:"}
+    (tmp_path / "evals.toml").write_text(suite_text.replace('"contextual"', '"platt"'))
+    with pytest.raises(SuiteError, match=r"calibrate.*'platt'"):
+        load_suites(str(tmp_path / "evals.toml"))
+
+
+@pytest.mark.slow
+@pytest.mark.real_model
+def test_contextual_calibration_of_a_templated_job_fixes_the_one_sided_prompt(
+        smollm2_path: Path, tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    out = subprocess.run([INFERQ, "--results", str(results), "run", "classify", str(REVIEWS),
+                          "--model", "smollm2-135m-instruct", "--model-root",
+                          str(smollm2_path.parent), "--template", TEMPLATE, "--id-column",
+                          "id", "--labels", "positive,negative", "--calibrate", "contextual",
+                          "--chunk-size", "60", "--json"],
+                         capture_output=True, text=True, timeout=900, check=False)
+    assert out.returncode == 0, out.stderr
+    rows = rows_of(results)
+    assert {r["calibration"] for r in rows} == {"contextual"}
+    raw, calibrated = accuracy(rows, "raw_label_probs"), accuracy(rows, "label_probs")
+    assert raw <= 0.6           # measured 0.50
+    assert calibrated >= 0.85   # measured 0.93

@@ -57,10 +57,12 @@ def latest_slot(suite: Suite, now: float) -> int | None:
 def run_specs(suite: Suite, slot: float | None = None) -> list[JobSpec]:
     """One job spec per target of the suite."""
     now = time.time()
+    content_free = suite.mapping.content_free() if suite.calibrate == "contextual" else None
     return [JobSpec(op=suite.op, model=t.model, backend=t.backend, options=suite.options,
                     chunk_size=suite.chunk_size, metadata={"suite": suite.name},
                     evaluation=suite.evaluation(slot), input_name=suite.dataset,
-                    created_at=now) for t in suite.models]
+                    created_at=now, calibrate=suite.calibrate, content_free=content_free,
+                    label_priors=suite.label_priors) for t in suite.models]
 
 
 def submit_suite(client: Any, suite: Suite, *, slot: float | None = None,

@@ -21,7 +21,7 @@ from jobs import (
     spec_from_document,
 )
 from worker.cli.context import check_job_id, client_of, fail, settings_of, stdout_closed
-from worker.cli.options import build_mapping, build_spec, job_options
+from worker.cli.options import build_mapping, build_spec, job_options, with_mapping
 from worker.cli.stdio import STDIN, input_path
 from worker.cli.view import Progress, print_json, print_table, show_status, status_dict
 from worker.export import EXPORT_FORMATS, REFUSED_DOCUMENT, export_format, export_results, is_chat
@@ -42,7 +42,8 @@ def submit(ctx: click.Context, /, wait: bool, queue_anyway: bool, as_json: bool,
 
     client = client_of(ctx)
     try:
-        spec, mapping = build_spec(kw), build_mapping(kw)
+        mapping = build_mapping(kw)
+        spec = with_mapping(build_spec(kw), mapping)
         with input_path(kw["input"], kw["fmt"], client.settings) as (path, fmt):
             status = client.submit(spec, path, fmt=fmt, queue_anyway=queue_anyway,
                                    mapping=mapping, keep_path=kw["input"] != STDIN)
@@ -81,7 +82,8 @@ def run(ctx: click.Context, /, model_path: str | None, model_root: tuple[str, ..
     settings = settings_of(ctx, broker=False)
     out_fmt = _export_format(dest, None, openai)
     try:
-        spec, mapping = build_spec(kw), build_mapping(kw)
+        mapping = build_mapping(kw)
+        spec = with_mapping(build_spec(kw), mapping)
         with input_path(kw["input"], kw["fmt"], settings) as (path, fmt):
             status = run_embedded(settings, spec, path, fmt=fmt, model_path=model_path,
                                   model_roots=model_root, mapping=mapping,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import time
@@ -45,7 +46,11 @@ def job_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--calibrate", type=click.Choice(CALIBRATIONS), default="none",
                      show_default=True,
                      help="Classify probabilities: none (the engine's), length (per label "
-                     "token), batch (divided by the job's mean per label)."),
+                     "token), contextual (divided by those of the prompt with N/A for the "
+                     "row's text), batch (divided by the job's mean per label)."),
+        click.option("--priors", default="",
+                     help="Label prior weights, e.g. 'positive=1,negative=3': multiplied "
+                     "into each row's probabilities (a label without one weighs 1)."),
         click.option("--max-tokens", type=int, default=256, show_default=True),
         click.option("--temperature", type=float, default=0.0, show_default=True,
                      help="0 = greedy."),
@@ -106,6 +111,30 @@ def max_labels() -> int:
     return int(value)
 
 
+def parse_priors(text: str) -> dict[str, float]:
+    """``label=weight,...`` as a dict; `click.BadParameter` naming the bad item."""
+    priors: dict[str, float] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        label, sep, weight = item.rpartition("=")
+        try:
+            value = float(weight)
+        except ValueError:
+            value = -1.0
+        if not sep or not label or not 0 < value < float("inf"):
+            raise click.BadParameter(f"{item!r}: use LABEL=WEIGHT with a positive weight",
+                                     param_hint="--priors")
+        priors[label] = value
+    return priors
+
+
+def with_mapping(spec: JobSpec, mapping: InputMapping) -> JobSpec:
+    """``spec`` with what it takes from the input mapping: contextual calibration's
+    content-free input, built from the template and the system message."""
+    if spec.calibrate != "contextual":
+        return spec
+    return dataclasses.replace(spec, content_free=mapping.content_free())
+
+
 def build_spec(kw: dict[str, Any]) -> JobSpec:
     """A `JobSpec` from the shared options; raises InvalidJobSpec naming the field."""
     options = options_from_dict({
@@ -124,7 +153,7 @@ def build_spec(kw: dict[str, Any]) -> JobSpec:
     now = time.time()
     extra = {"job_id": kw["job_id"]} if kw["job_id"] else {}
     return JobSpec(op=kw["op"], model=kw["model_id"], backend=kw["backend"], options=options,
-                   calibrate=kw["calibrate"],
+                   calibrate=kw["calibrate"], label_priors=parse_priors(kw["priors"]),
                    chunk_size=kw["chunk_size"], metadata=metadata, created_at=now,
                    deadline=now + parse_duration(kw["deadline"]) if kw["deadline"] else None,
                    input_name=STDIN_NAME if kw["input"] == STDIN else kw["input"], **extra)
