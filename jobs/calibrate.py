@@ -214,6 +214,7 @@ def calibrate_job(sink: PartSink, job_id: str, chunks: Sequence[int],
 
 
 def _read(sink: PartSink, job_id: str, chunk: int) -> pa.Table:
-    from jobs.sinks import with_results_schema
+    from jobs.sinks import SINGLE_THREADED, with_results_schema
 
-    return with_results_schema(pq.read_table(pa.BufferReader(sink.read_part(job_id, chunk))))
+    return with_results_schema(pq.read_table(pa.BufferReader(sink.read_part(job_id, chunk)),
+                                             **SINGLE_THREADED))

@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 
 from jobs.evaluate import record_evaluation
 from jobs.schema import SCHEMA_VERSION, SUMMARY_METRICS
-from jobs.sinks import EvaluationSink
+from jobs.sinks import SINGLE_THREADED, EvaluationSink
 
 if TYPE_CHECKING:
     from jobs.sinks import PartSink
@@ -181,13 +181,14 @@ def manifest(spec: JobSpec, status: JobStatus, chunks: dict[int, ChunkSummary],
 def summary_from_parts(sink: PartSink, job_id: str, chunk: int) -> ChunkSummary:
     """A chunk's summary rebuilt from its published parts (the truth after a redelivery)."""
     table = pq.read_table(pa.BufferReader(sink.read_part(job_id, chunk)),
-                          columns=["error_code", "worker", "backend"])
+                          columns=["error_code", "worker", "backend"], **SINGLE_THREADED)
     errors = table.num_rows - table.column("error_code").null_count
     worker = table.column("worker")[0].as_py() if table.num_rows else ""
     backend = table.column("backend")[0].as_py() if table.num_rows else ""
     tokens: dict[str, Any] = {}
     if sink.has_part(job_id, chunk, "metrics"):
-        metrics = pq.read_table(pa.BufferReader(sink.read_part(job_id, chunk, "metrics")))
+        metrics = pq.read_table(pa.BufferReader(sink.read_part(job_id, chunk, "metrics")),
+                                **SINGLE_THREADED)
         row = metrics.to_pylist()[0]
         tokens = {k: row[k] for k in SUMMARY_METRICS}
     status = ChunkStatus.OK if errors < table.num_rows or not table.num_rows \

@@ -35,6 +35,12 @@ __all__ = ["KINDS", "EvaluationSink", "ParquetSink", "PartSink", "RedisPartSink"
            "encode_table", "part_name"]
 
 
+#: How parts held as Python bytes are read: on this thread. A pyarrow pool thread still
+#: holding such a buffer when the interpreter exits asks for the interpreter lock, is
+#: ended, and aborts the process (exit 134); parts are small, threads gain nothing.
+SINGLE_THREADED: dict[str, bool] = {"use_threads": False, "pre_buffer": False}
+
+
 def encode_table(table: pa.Table) -> bytes:
     """A table as Parquet bytes (zstd), for disk or for Redis."""
     buffer = io.BytesIO()
@@ -232,7 +238,7 @@ class ParquetSink:
 
     def read_results(self, job_id: str) -> pa.Table:
         """Every result row of a job, in row order."""
-        tables = [pq.read_table(pa.BufferReader(self.read_part(job_id, c)))
+        tables = [pq.read_table(pa.BufferReader(self.read_part(job_id, c)), **SINGLE_THREADED)
                   for c in self.part_chunks(job_id)]
         if not tables:
             return RESULTS_SCHEMA.empty_table()
