@@ -158,6 +158,17 @@ def test_chat_rows_generate_the_local_backends_greedy_text_and_token_counts(
     assert served.prefill_seconds + served.decode_seconds == pytest.approx(served.total_seconds)
 
 
+def test_a_streamed_chat_reply_equals_the_local_backends_text_and_token_count(
+        remote: HttpModel, local: Any) -> None:
+    conversation = (Message("user", QUESTIONS[3]),)  # a haiku: 14 tokens, then the end
+    options = GenerateOptions(max_tokens=32)
+    text = "".join(t.text for t in remote.chat(conversation, options))
+    [expected] = local.batch_generate([local.render_chat(conversation)], options)
+    assert expected.finish_reason == "stop"  # the end-of-generation token is not counted
+    assert text == expected.text
+    assert remote.metrics().generated_tokens == len(expected.tokens)
+
+
 def test_a_batch_mixing_prompts_and_conversations_answers_each_in_order(
         remote: HttpModel, local: Any) -> None:
     prompt = "The capital of Italy is"

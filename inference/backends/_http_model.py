@@ -186,12 +186,15 @@ class HttpModel(BaseTextModel):
         start = time.perf_counter()
         first = 0.0
         count, prompt_tokens, generated, finished = 0, 0, 0, False
+        timed = stopped = False
         events = self._client.stream(path, body)
         try:
             for event in events:
                 p, g = api.usage(event)
                 prompt_tokens, generated = p or prompt_tokens, g or generated
+                timed = timed or api.timings(event) is not None
                 choice = api.first_choice(event)
+                stopped = stopped or choice.get("finish_reason") == "stop"
                 done = choice.get("finish_reason") is not None
                 finished = finished or done
                 ids, text = api.token_ids(choice), text_of(choice)
@@ -219,6 +222,8 @@ class HttpModel(BaseTextModel):
                 "unless started with --interrupt_requests False)")
         end = time.perf_counter()
         first = first or end
+        if generated and timed and stopped and not options.stop_strings:
+            generated -= 1  # llama.cpp's server counts its end-of-generation token
         self._metrics = GenerateMetrics(
             prompt_tokens=prompt_tokens, generated_tokens=generated or count,
             prefill_seconds=first - start, decode_seconds=end - first,
