@@ -279,7 +279,7 @@ def main() -> None:
     same = sum(_label(a) == _label(b) for a, b in zip(ours, anew, strict=True))
     gain = median["inferq, cache off"] / median["inferq, prefix cache"]
     record["cache_gain"] = gain
-    kept = statistics.median(cached_tokens)
+    kept = round(statistics.median(cached_tokens))
     notes = [f"inferq with the cache against without: {gain:.2f}x; per job {kept:,} prompt "
              f"tokens came from the kept prefix ({shared} a row); same label on {same}/{n} "
              f"rows, largest P(positive) difference {diff:.4f}."]
