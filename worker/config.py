@@ -55,6 +55,9 @@ class Settings:
     heartbeat_seconds: float = 5.0
     parallel_slots: int = 0                         #: LoadOptions.parallel_slots
     context_len: int = 0                            #: LoadOptions.context_len
+    #: LoadOptions.prefix_cache_tokens: KV cells kept for shared prompt prefixes between
+    #: chunks (llama.cpp); 0 = half the context, -1 = off
+    prefix_cache_tokens: int = 0
     max_rows: int = 10_000_000                      #: rows in one job's input
     max_prompt_bytes: int = 1_000_000               #: a longer prompt -> "prompt_too_large"
     max_input_bytes: int = 10 * 2**30               #: size of one job's input file

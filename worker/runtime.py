@@ -62,8 +62,10 @@ class WorkerRuntime:
         self.served = self.catalog.served(self.backends)
         self.queues = worker_queues(self.served)
         self.models = ModelCache(self.catalog, self.backends, size=settings.model_cache,
-                                 load_options=LoadOptions(parallel_slots=settings.parallel_slots,
-                                                          context_len=settings.context_len))
+                                 load_options=LoadOptions(
+                                     parallel_slots=settings.parallel_slots,
+                                     context_len=settings.context_len,
+                                     prefix_cache_tokens=settings.prefix_cache_tokens))
         self.runner = ChunkRunner(self.store, self.sink, self.models,
                                   worker=settings.worker_name, max_attempts=settings.max_attempts)
         self.counters = Counters()
