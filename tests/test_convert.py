@@ -314,7 +314,11 @@ def real_converted(real_gguf, tmp_path_factory) -> Path:
 def engines(real_gguf, real_converted):
     pytest.importorskip("llama_cpp")
     pytest.importorskip("mlx_lm")
-    llama = inference.load_model(str(real_gguf), LoadOptions(backend="llama_cpp"))
+    # The prefix cache off: a prompt partly computed from cached cells is decoded in
+    # another batch shape, which moves Q4_1 logits (docs/architecture.md); these tests
+    # compare the two engines' arithmetic, so each prompt is computed whole, as MLX does.
+    llama = inference.load_model(str(real_gguf), LoadOptions(backend="llama_cpp",
+                                                             prefix_cache_tokens=-1))
     mlx = inference.load_model(str(real_converted), LoadOptions(backend="mlx"))
     yield llama, mlx
     llama.close()
