@@ -4,11 +4,13 @@
 # pip caches the wheel for later runs.
 set -euo pipefail
 PYTHON=${PYTHON:-python3}
-# System packages the tests use: redis-server (every queue test starts its own) and
-# chromium (the evaluation report is checked in a headless browser).
+# System packages the tests use: redis-server (every queue test starts its own),
+# chromium (the evaluation report is checked in a headless browser) and jq (the
+# README's shell pipes are run as written).
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v jq >/dev/null 2>&1 || missing+=(jq)
 if [ ${#missing[@]} -gt 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "setup: installing ${missing[*]}" >&2
     sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
