@@ -158,18 +158,15 @@ def generate_items(model: TextModel, items: Sequence[Item], options: GenerateOpt
     return model.batch_chat(items, options)
 
 
-#: Rows to run, by the options they run with (a row's own over the job's): the rows'
-#: positions in the batch and what each sends to the model.
-_Groups = dict[GenerateOptions, list[tuple[int, Item]]]
-#: The labels scored -> the labels as the user wrote them.
-_Names = dict[tuple[str, ...], dict[str, str]]
+#: Rows to run, by the options they run with (a row's own over the job's) and the labels
+#: as the user wrote them: the rows' positions in the batch and what each sends.
+_Groups = dict[tuple[GenerateOptions, tuple[str, ...]], list[tuple[int, Item]]]
 
 
 def _run_batch(model: TextModel, spec: JobSpec, batch: Sequence[InputRow], ctx: ChunkContext,
                totals: _Totals) -> list[ResultRow]:
     out = [_base(spec, row, ctx) for row in batch]
-    groups, names = _group(model, spec, batch, out)
-    for options, members in groups.items():
+    for (options, labels), members in _group(model, spec, batch, out).items():
         prompts = [text for _, text in members]
         if spec.op == "classify":
             references: dict[int, dict[str, float]] = {}
@@ -178,7 +175,7 @@ def _run_batch(model: TextModel, spec: JobSpec, batch: Sequence[InputRow], ctx: 
                 prompts = [text for _, text in members]
             for (k, _), c in zip(members, classify_items(model, prompts, options),
                                  strict=True):
-                _set_classified(out[k], c, spec, names.get(options.labels, {}),
+                _set_classified(out[k], c, spec, dict(zip(options.labels, labels, strict=True)),
                                 references.get(k))
         else:
             for (k, _), g in zip(members, generate_items(model, prompts, options),
@@ -192,10 +189,9 @@ def _run_batch(model: TextModel, spec: JobSpec, batch: Sequence[InputRow], ctx: 
 
 
 def _group(model: TextModel, spec: JobSpec, batch: Sequence[InputRow], out: list[ResultRow]
-           ) -> tuple[_Groups, _Names]:
+           ) -> _Groups:
     """The batch's runnable rows grouped by their options; the others made error rows."""
     groups: _Groups = {}
-    names: _Names = {}
     for k, row in enumerate(batch):
         problem = _row_problem(spec, row)
         if problem is not None:
@@ -212,16 +208,22 @@ def _group(model: TextModel, spec: JobSpec, batch: Sequence[InputRow], out: list
             continue
         own = {key: v for key, v in (row.options or {}).items() if key != "calibrate"}
         options = replace(spec.options, **own) if own else spec.options
-        if spec.op == "classify" and options.labels:
+        labels = options.labels
+        if spec.op == "classify" and labels:
             # Labels continue the prompt as a new word: scored with a leading space
             # after a prompt that does not end in whitespace (jobs/calibrate.py).
             space = isinstance(text, str) and calibrate.needs_space(text)
-            options = replace(options, labels=tuple(calibrate.scored_label(label, space)
-                                                    for label in options.labels))
-            names[options.labels] = dict(zip(options.labels, _user_labels(spec, row),
-                                              strict=True))
-        groups.setdefault(options, []).append((k, text))
-    return groups, names
+            scored = tuple(calibrate.scored_label(label, space) for label in labels)
+            if len(set(scored)) < len(scored):
+                out[k].error_code = "ambiguous_labels"
+                out[k].error_message = (
+                    f"labels {', '.join(map(repr, labels))} are scored as "
+                    f"{', '.join(map(repr, scored))} after this prompt (a label continues "
+                    "it as a new word): two are the same; make them differ")
+                continue
+            options = replace(options, labels=scored)
+        groups.setdefault((options, labels), []).append((k, text))
+    return groups
 
 
 def _content_free(model: TextModel, spec: JobSpec, batch: Sequence[InputRow],
@@ -271,11 +273,6 @@ def _row_problem(spec: JobSpec, row: InputRow) -> tuple[str, str] | None:
         return ("invalid_parameter", "body.logprobs applies to generation; a "
                 "classification's output carries every label's probability")
     return None
-
-
-def _user_labels(spec: JobSpec, row: InputRow) -> tuple[str, ...]:
-    labels = row.options.get("labels") if row.options else None
-    return tuple(labels) if labels else spec.options.labels
 
 
 def _set_classified(row: ResultRow, result: ClassifyResult, spec: JobSpec,

@@ -240,3 +240,26 @@ def test_rows_with_their_own_label_sets_are_labelled_among_their_own_labels() ->
         assert [p["label"] for p in row["label_probs"]] == list(labels)  # as written
         assert row["label"] in labels
         assert row["label_prob"] == max(p["prob"] for p in row["label_probs"])
+
+
+def test_labels_that_become_the_same_after_a_word_are_an_error_row_not_a_crash() -> None:
+    from inference.testing import FakeModel
+    from jobs.execute import ChunkContext, execute_chunk
+    from jobs.rows import InputRow
+    from jobs.spec import JobSpec
+
+    spec = JobSpec(op="classify", model="fake", options=GenerateOptions(labels=("yes", "no")))
+    rows = [InputRow(index=0, custom_id="clash", prompt="Is it",
+                     options={"labels": ["yes", " yes"]}),
+            InputRow(index=1, custom_id="spaced", prompt="Is it",
+                     options={"labels": [" yes", " no"]}),
+            InputRow(index=2, custom_id="bare", prompt="Is it")]
+    with FakeModel("fake://test") as model:
+        out = execute_chunk(model, spec, rows, ChunkContext(job_id="j", chunk=0,
+                                                            backend="fake", worker="w"))
+    clash, spaced, bare = out.results.to_pylist()
+    assert clash["error_code"] == "ambiguous_labels"
+    assert "scored as ' yes', ' yes'" in clash["error_message"]
+    # the same scored labels, each row's own names kept
+    assert [p["label"] for p in spaced["label_probs"]] == [" yes", " no"]
+    assert [p["label"] for p in bare["label_probs"]] == ["yes", "no"]
