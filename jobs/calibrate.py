@@ -40,7 +40,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -48,12 +48,11 @@ import pyarrow.parquet as pq
 from inference import ClassifyResult, Message
 from inference._base import label_distribution
 from jobs.rows import InputRow
+from jobs.schema import RESULTS_SCHEMA
+from jobs.sinks import SINGLE_THREADED, PartSink, encode_table, with_results_schema
 
-if TYPE_CHECKING:
-    from jobs.sinks import PartSink
-
-METHODS = ("none", "length", "contextual", "batch")
-#: Methods computed row by row, as the chunk runs; ``batch`` waits for the whole job.
+#: The methods (`jobs.spec.CALIBRATIONS`) computed row by row, as the chunk runs;
+#: ``batch`` waits for the whole job.
 ROW_METHODS = ("none", "length", "contextual")
 #: What stands in for a row's content in contextual calibration (Zhao et al. 2021).
 CONTENT_FREE = "N/A"
@@ -158,18 +157,10 @@ def raw_probs_of(row: Mapping[str, Any]) -> dict[str, float] | None:
     return {e["label"]: e["prob"] for e in entries}
 
 
-def encode_table(table: pa.Table) -> bytes:
-    from jobs.sinks import encode_table as encode  # the workers' encoding
-
-    return encode(table)
-
-
 def recalibrate_table(table: pa.Table, means: Mapping[str, float],
                       priors: Mapping[str, float] | None = None) -> pa.Table:
     """A results part with batch-calibrated ``label_probs``, ``label``, ``label_prob``,
     its raw probabilities in ``raw_label_probs`` and ``calibration`` = ``batch``."""
-    from jobs.schema import RESULTS_SCHEMA  # here: schema imports nothing of ours
-
     rows = table.to_pylist()
     for row in rows:
         raw = raw_probs_of(row)
@@ -214,7 +205,5 @@ def calibrate_job(sink: PartSink, job_id: str, chunks: Sequence[int],
 
 
 def _read(sink: PartSink, job_id: str, chunk: int) -> pa.Table:
-    from jobs.sinks import SINGLE_THREADED, with_results_schema
-
     return with_results_schema(pq.read_table(pa.BufferReader(sink.read_part(job_id, chunk)),
                                              **SINGLE_THREADED))

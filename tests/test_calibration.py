@@ -25,7 +25,7 @@ from inference import ClassifyResult, GenerateOptions
 from jobs import calibrate
 from jobs.errors import InvalidJobSpec
 from jobs.schema import RESULTS_SCHEMA
-from jobs.sinks import ParquetSink
+from jobs.sinks import ParquetSink, encode_table
 from jobs.spec import JobSpec, check_labels
 
 INFERQ = str(Path(sys.executable).with_name("inferq"))
@@ -131,14 +131,20 @@ def batch_job(smollm2_path: Path, tmp_path_factory: pytest.TempPathFactory
               ) -> tuple[Path, str]:
     """The demo reviews through a completion template, batch-calibrated, in 3 chunks."""
     results = tmp_path_factory.mktemp("calibrated") / "results"
+    return results, run_reviews(smollm2_path, results, "batch", chunk_size=40)
+
+
+def run_reviews(smollm2_path: Path, results: Path, method: str, *, chunk_size: int) -> str:
+    """`inferq run` of the demo reviews through the completion template; the job id."""
     out = subprocess.run([INFERQ, "--results", str(results), "run", "classify", str(REVIEWS),
                           "--model", "smollm2-135m-instruct", "--model-root",
                           str(smollm2_path.parent), "--template", TEMPLATE, "--id-column",
-                          "id", "--labels", "positive,negative", "--calibrate", "batch",
-                          "--chunk-size", "40", "--json"],
+                          "id", "--labels", "positive,negative", "--calibrate", method,
+                          "--chunk-size", str(chunk_size), "--json"],
                          capture_output=True, text=True, timeout=900, check=False)
     assert out.returncode == 0, out.stderr
-    return results, json.loads(out.stdout)["job_id"]
+    job_id: str = json.loads(out.stdout)["job_id"]
+    return job_id
 
 
 def rows_of(results: Path) -> list[dict[str, object]]:
@@ -204,7 +210,7 @@ def test_calibrating_again_rewrites_nothing_and_gives_the_same_bytes(
                 "label": calibrate.winner(probs), "calibration": "none"}
         row["label_prob"] = probs[row["label"]]
     raw = pa.Table.from_pylist(rows, schema=RESULTS_SCHEMA)
-    sink.replace_part(job_id, 1, "results", calibrate.encode_table(raw))
+    sink.replace_part(job_id, 1, "results", encode_table(raw))
     calibrate.calibrate_job(sink, job_id, chunks)
     assert sink.read_part(job_id, 1) == before[1]
 
@@ -364,13 +370,7 @@ priors = { negative = 2.0 }
 def test_contextual_calibration_of_a_templated_job_fixes_the_one_sided_prompt(
         smollm2_path: Path, tmp_path: Path) -> None:
     results = tmp_path / "results"
-    out = subprocess.run([INFERQ, "--results", str(results), "run", "classify", str(REVIEWS),
-                          "--model", "smollm2-135m-instruct", "--model-root",
-                          str(smollm2_path.parent), "--template", TEMPLATE, "--id-column",
-                          "id", "--labels", "positive,negative", "--calibrate", "contextual",
-                          "--chunk-size", "60", "--json"],
-                         capture_output=True, text=True, timeout=900, check=False)
-    assert out.returncode == 0, out.stderr
+    run_reviews(smollm2_path, results, "contextual", chunk_size=60)
     rows = rows_of(results)
     assert {r["calibration"] for r in rows} == {"contextual"}
     raw, calibrated = accuracy(rows, "raw_label_probs"), accuracy(rows, "label_probs")

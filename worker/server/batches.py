@@ -13,9 +13,9 @@ the job has ended, its output and error files are exported from its Parquet part
 ``file-<job id>-output`` / ``-errors``, once. The job's deadline is the end of its
 ``completion_window``; rows not done by then are expired (`jobs.expire`).
 
-Lines refused on their own (`validate.Plan.refused`) run as error rows with an empty
-body (the job's input is then a copy, ``files/.inputs/<job id>.jsonl``); the job's
-`REFUSED_DOCUMENT` gives their lines in the error file the refusal's code.
+A line that cannot run on its own is an error row with its own code, made by the job's
+reader (`jobs._formats.body_options`). Jobs created by an older inferq kept such
+refusals in a `REFUSED_DOCUMENT` beside the job; their error files still read it.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import redis
@@ -196,9 +195,6 @@ class Batches:
         if not found.errors:
             try:
                 self.client.check_servable(spec)
-                if found.refused:  # those lines run as error rows, answered as refused
-                    self.client.sink.put_document(spec.job_id, REFUSED_DOCUMENT, found.refused)
-                    path = self._without_refused(path, found.refused, spec)
                 self.client.submit(spec, str(path), fmt="jsonl", queue_anyway=True)  # checked
             except NoWorkerForJob:
                 found.error(None, "model_not_found", f"no live worker serves model "
@@ -210,21 +206,6 @@ class Batches:
             if found.more_errors:
                 found.error(None, "too_many_errors", f"{found.more_errors} more errors")
             self._reject(spec, found.errors)
-
-    def _without_refused(self, path: Path, refused: dict[str, Any], spec: JobSpec) -> Path:
-        """The job's input: ``path`` with each refused line left with an empty body (an
-        error row that runs nothing), under ``files/.inputs/<job id>.jsonl``."""
-        dest = self.files.dir / ".inputs" / f"{spec.job_id}.jsonl"
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        endpoint = spec.metadata[ENDPOINT_KEY]
-        with open(path, "rb") as source, open(dest, "wb") as out:
-            for line in source:
-                request = json.loads(line) if line.strip() else None
-                if request is not None and request.get("custom_id") in refused:
-                    line = json.dumps({"custom_id": request["custom_id"], "method": "POST",
-                                       "url": endpoint, "body": {}}).encode() + b"\n"
-                out.write(line)
-        return dest
 
     def _spec(self, job_id: str, request: dict[str, Any], found: Plan, name: str = ""
               ) -> JobSpec:
@@ -241,7 +222,6 @@ class Batches:
         if not found.errors:
             try:
                 return JobSpec(op=found.op, model=found.model,
-                               options=found.generate_options(),
                                calibrate=found.calibrate if found.classify else "none",
                                **common)
             except (InvalidJobSpec, ValueError) as exc:

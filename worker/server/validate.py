@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from inference import GenerateOptions
 from jobs.spec import CALIBRATIONS
 
 MAX_ERRORS = 50  #: errors reported for one file; the rest are counted
@@ -37,19 +36,14 @@ CONTENT = {"/v1/completions": "prompt", "/v1/chat/completions": "messages"}
 
 @dataclass(slots=True)
 class Plan:
-    """What a batch file asks for: model and options, or the errors that stop it."""
+    """What a batch file asks for: its model and op, or the errors that stop it."""
 
     model: str = ""
-    options: dict[str, Any] = field(default_factory=dict)
     lines: int = 0
     errors: list[dict[str, Any]] = field(default_factory=list)
     more_errors: int = 0
     classify: bool = False  #: some line carries ``labels``
     calibrate: str = "none"  #: the first line's ``calibrate`` (a line differing is an error line)
-    #: custom_id -> the error of a line refused on its own. Lines are now refused by the
-    #: job's reader, as error rows with their own code, so this stays empty; kept for
-    #: jobs created before that (their refusals are a document beside the job).
-    refused: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def error(self, line: int | None, code: str, message: str, param: str | None = None
               ) -> None:
@@ -62,9 +56,6 @@ class Plan:
     @property
     def op(self) -> str:
         return "classify" if self.classify else "generate"
-
-    def generate_options(self) -> GenerateOptions:
-        return GenerateOptions(**self.options)
 
 
 def plan(path: Path, endpoint: str, *, max_line_bytes: int = 8 * 2**20) -> Plan:
