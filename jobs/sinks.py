@@ -144,12 +144,24 @@ class ParquetSink:
                 return True
             except FileExistsError:
                 return False
+            except FileNotFoundError:
+                # the job's finalizer removed our temporary (`remove_temporaries`): it
+                # finalizes once every chunk is recorded, so this chunk's part exists
+                if not os.path.exists(final):
+                    raise
+                return False
             finally:
-                os.unlink(tmp)
-        if self.has_part(job_id, chunk, kind):
-            self.fs.delete_file(tmp)
+                with contextlib.suppress(FileNotFoundError):  # or the finalizer did
+                    os.unlink(tmp)
+        try:
+            if self.has_part(job_id, chunk, kind):
+                self.fs.delete_file(tmp)
+                return False
+            self.fs.move(tmp, final)
+        except FileNotFoundError:  # the finalizer removed our temporary, as above
+            if not self.has_part(job_id, chunk, kind):
+                raise
             return False
-        self.fs.move(tmp, final)
         return True
 
     def replace_part(self, job_id: str, chunk: int, kind: str, data: bytes) -> bool:
@@ -176,9 +188,13 @@ class ParquetSink:
             selector = pafs.FileSelector(self.location(layout.part_dir(kind, job_id)),
                                          allow_not_found=True)
             for info in self.fs.get_file_info(selector):
-                if layout.is_temporary(info.base_name):
+                if not layout.is_temporary(info.base_name):
+                    continue
+                try:
                     self.fs.delete_file(info.path)
-                    removed += 1
+                except FileNotFoundError:  # its writer, still alive, removed it itself
+                    continue
+                removed += 1
         return removed
 
     def part_chunks(self, job_id: str, kind: str = "results") -> list[int]:

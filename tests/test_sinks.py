@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
 import secrets
 import threading
 from collections.abc import Iterator
@@ -227,6 +228,58 @@ def test_part_chunks_lists_published_parts_in_order_and_ignores_temporary_files(
     assert parquet.part_chunks("job-1") == [0, 2, 10]
     assert parquet.part_chunks("job-1", "metrics") == [5]
     assert parquet.part_chunks("job-3") == []
+
+
+def test_a_writer_whose_temporary_a_finalizer_removed_after_publishing_reports_its_win(
+        parquet, monkeypatch):
+    # the interleaving CI caught: a sweeper links its part, another records that chunk
+    # from the part, finalizes the job and removes temporaries before the first unlinks
+    import jobs.sinks
+
+    link = os.link
+
+    def link_then_finalizer_sweeps(src, dst):
+        link(src, dst)
+        assert parquet.remove_temporaries("job-1") == 1
+
+    monkeypatch.setattr(jobs.sinks.os, "link", link_then_finalizer_sweeps)
+    assert parquet.put_part("job-1", 0, "results", part()) is True
+    assert parquet.read_part("job-1", 0) == part()
+
+
+def test_a_losing_writer_whose_temporary_a_finalizer_removed_reports_its_loss(
+        parquet, monkeypatch):
+    import jobs.sinks
+
+    parquet.put_part("job-1", 0, "results", part(worker="first"))
+    link = os.link
+
+    def finalizer_sweeps_then_link(src, dst):
+        parquet.remove_temporaries("job-1")
+        link(src, dst)
+
+    monkeypatch.setattr(jobs.sinks.os, "link", finalizer_sweeps_then_link)
+    assert parquet.put_part("job-1", 0, "results", part(worker="late")) is False
+    assert parquet.read_part("job-1", 0) == part(worker="first")
+
+
+def test_a_temporary_removed_while_the_finalizer_sweeps_is_not_an_error(parquet, monkeypatch):
+    directory = Path(parquet.path("job-1", 0)).parent
+    directory.mkdir(parents=True)
+    temporary = directory / ".part-000003.parquet.0123abcd.tmp"
+    temporary.write_bytes(b"a writer's")
+    fs = parquet.fs
+
+    class WriterUnlinksFirst:  # the filesystem, with the writer's unlink just before ours
+        def __getattr__(self, name):
+            return getattr(fs, name)
+
+        def delete_file(self, path):
+            temporary.unlink()  # its writer, still alive, finished with it a moment earlier
+            fs.delete_file(path)
+
+    monkeypatch.setattr(parquet, "fs", WriterUnlinksFirst())
+    assert parquet.remove_temporaries("job-1") == 0
 
 
 def test_documents_round_trip_and_a_second_put_replaces_the_first(parquet, tmp_path):
