@@ -102,6 +102,16 @@ class ChatNative(Protocol):
 
 
 @runtime_checkable
+class EngineReporter(Protocol):
+    """Optional: a model that names the engine running it, for the provenance of results."""
+
+    def engine(self) -> tuple[str, str]:
+        """(engine name, its version), such as ``("llama-cpp-python", "0.3.36")``; a
+        version the engine does not report is ``""``."""
+        ...
+
+
+@runtime_checkable
 class Backend(Protocol):
     """An engine that loads models, under one registry name.
 

@@ -249,3 +249,13 @@ def test_the_wall_time_is_split_by_the_servers_timings_or_else_counted_as_decode
         assert metrics.prefill_seconds == 0 and metrics.decode_seconds > 0
     else:
         assert metrics.prefill_seconds > 0 and metrics.decode_seconds > 0
+
+
+def test_the_engine_is_the_server_and_its_reported_version(
+        remote: HttpModel, request: pytest.FixtureRequest) -> None:
+    name, version = remote.engine()
+    if "llama-cpp-python" in request.node.name:  # it reports no version anywhere
+        assert (name, version) == ("openai-compatible", "")
+    else:  # llama-server's /props: build_info, "b<build>-<commit>"
+        assert name == "llama.cpp server" and version.startswith("b")
+    assert remote.engine() == (name, version)  # asked once, then kept

@@ -35,7 +35,8 @@ llama.cpp backend on the same GGUF. What differs from a local engine:
   the time to the first token, decode the rest, generated tokens from ``usage``
   or counted client-side. Memory fields stay 0: the memory is the server's.
   ``info()`` has the sizes the server's ``/models`` lists (llama.cpp's
-  ``meta``, vLLM's ``max_model_len``), 0 for the rest.
+  ``meta``, vLLM's ``max_model_len``), 0 for the rest. ``engine()`` names the server
+  and its version, asked once (see `_http_version`).
 
 llama-cpp-python's server (0.3.36), as measured: streams carry no ``usage``
 and no token ids; streamed text drops some multi-byte characters that the
@@ -60,6 +61,7 @@ from inference._base import BaseTextModel, options_or_default
 from inference.backends import _http_openai as api
 from inference.backends._http_batch import Batcher
 from inference.backends._http_client import JsonClient, JsonObject
+from inference.backends._http_version import server_engine
 from inference.errors import GenerationError, ModelLoadError, UnsupportedOperation
 from inference.options import GenerateOptions, LoadOptions
 from inference.types import (
@@ -90,6 +92,8 @@ class HttpModel(BaseTextModel):
         self.url = url or client.url("")
         base = urlsplit(client.url("")).path.rstrip("/")
         root = client.below(base[:-3] if base.endswith("/v1") else base)
+        self._root = root
+        self._engine: tuple[str, str] | None = None
         self._batcher = Batcher(client, root, self._id, slots, self.url)
 
     @classmethod
@@ -289,6 +293,12 @@ class HttpModel(BaseTextModel):
         return ModelInfo(architecture="remote", vocab_size=api.as_int(meta.get("n_vocab")),
                          num_layers=0, hidden_size=api.as_int(meta.get("n_embd")),
                          context_len=context)
+
+    def engine(self) -> tuple[str, str]:
+        """The server's engine and version (`EngineReporter`), asked once (`_http_version`)."""
+        if self._engine is None:
+            self._engine = server_engine(self._root)
+        return self._engine
 
     def _close(self) -> None:
         """Nothing to free: every request opened and closed its own connection."""

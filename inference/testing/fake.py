@@ -41,6 +41,15 @@ def _faults(prompt: str) -> None:
         raise GenerationError("fake engine error (@@error@@ marker)")
 
 
+def _inferq_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("inferq")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return ""
+
+
 def _digest(text: str) -> bytes:
     return hashlib.blake2b(text.encode(), digest_size=16).digest()
 
@@ -55,6 +64,10 @@ class FakeModel(BaseTextModel):
     @property
     def model_type(self) -> str:
         return "fake"
+
+    def engine(self) -> tuple[str, str]:
+        """`EngineReporter`: the fake engine is as old as the inferq it ships in."""
+        return "inferq-fake", _inferq_version()
 
     def info(self) -> ModelInfo:
         return ModelInfo(architecture="fake", vocab_size=256, num_layers=0, hidden_size=0,
