@@ -10,7 +10,7 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 import pyarrow as pa
@@ -27,6 +27,7 @@ from inference import (
 from inference.model import ChatNative, ChatRenderer
 from jobs import calibrate
 from jobs.lifecycle import ChunkSummary
+from jobs.provenance import Provenance
 from jobs.rows import InputRow
 from jobs.schema import MetricRow, ResultRow, metrics_table, results_table
 from jobs.spec import JobSpec
@@ -47,6 +48,7 @@ class ChunkContext:
     backend: str
     worker: str
     device: str = "cpu"
+    provenance: Provenance = field(default_factory=Provenance)  #: jobs.provenance
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +64,7 @@ def execute_chunk(model: TextModel, spec: JobSpec, rows: Sequence[InputRow],
     """Run ``rows`` through ``model`` as ``spec`` says."""
     started = datetime.now(UTC)
     clock = time.perf_counter()
+    ctx = replace(ctx, provenance=replace(ctx.provenance, batch_size=batch_size))
     out: list[ResultRow] = []
     totals = _Totals()
     for first in range(0, len(rows), batch_size):
@@ -88,11 +91,11 @@ def chunk_output(spec: JobSpec, ctx: ChunkContext, out: list[ResultRow],
         prefill_tokens_per_sec=m.prefill_tokens_per_sec,
         decode_tokens_per_sec=m.decode_tokens_per_sec,
         peak_memory_bytes=m.peak_memory_bytes, active_memory_bytes=m.active_memory_bytes,
-        started_at=started, finished_at=now)
+        started_at=started, finished_at=now, **ctx.provenance.columns())
     summary = ChunkSummary(rows=len(out), errors=errors, worker=ctx.worker, backend=ctx.backend,
                            prompt_tokens=m.prompt_tokens, generated_tokens=m.generated_tokens,
                            prefill_seconds=m.prefill_seconds, decode_seconds=m.decode_seconds,
-                           total_seconds=m.total_seconds)
+                           total_seconds=m.total_seconds, provenance=ctx.provenance.to_dict())
     return ChunkOutput(results=results_table(out), metrics=metrics_table([metrics]),
                        summary=summary)
 

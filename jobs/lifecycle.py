@@ -14,7 +14,7 @@ the chunk inputs.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +22,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from jobs.evaluate import record_evaluation
-from jobs.schema import SCHEMA_VERSION, SUMMARY_METRICS
+from jobs.provenance import PROVENANCE_COLUMNS, distinct
+from jobs.schema import METRICS_SCHEMA_VERSION, SCHEMA_VERSION, SUMMARY_METRICS
 from jobs.sinks import SINGLE_THREADED, EvaluationSink
 
 if TYPE_CHECKING:
@@ -78,13 +79,19 @@ class ChunkSummary:
     decode_seconds: float = 0.0
     total_seconds: float = 0.0
     reason: str = ""
+    provenance: dict[str, Any] = field(default_factory=dict)  #: `Provenance.to_dict()`
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ChunkSummary:
-        return cls(**data)
+        """From `to_dict`; keys a newer inferq added are ignored (workers of two versions
+        share the done-hash during an upgrade)."""
+        return cls(**{k: v for k, v in data.items() if k in _SUMMARY_FIELDS})
+
+
+_SUMMARY_FIELDS = frozenset(f.name for f in fields(ChunkSummary))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -167,6 +174,7 @@ def manifest(spec: JobSpec, status: JobStatus, chunks: dict[int, ChunkSummary],
     cancelled = ChunkStatus.CANCELLED
     return {
         "job_id": spec.job_id, "state": str(state), "schema_version": SCHEMA_VERSION,
+        "metrics_schema_version": METRICS_SCHEMA_VERSION,
         "spec": spec.to_dict(),
         "request_counts": {"total": status.total, "completed": status.completed,
                            "failed": status.failed},
@@ -175,6 +183,7 @@ def manifest(spec: JobSpec, status: JobStatus, chunks: dict[int, ChunkSummary],
                    "cancelled": sorted(c for c, s in chunks.items() if s.status == cancelled)},
         "metrics": status.metrics, "alert": status.alert,
         "timestamps": status.timestamps,
+        "provenance": distinct((c, s.provenance) for c, s in chunks.items()),
     }
 
 
@@ -191,6 +200,8 @@ def summary_from_parts(sink: PartSink, job_id: str, chunk: int) -> ChunkSummary:
                                 **SINGLE_THREADED)
         row = metrics.to_pylist()[0]
         tokens = {k: row[k] for k in SUMMARY_METRICS}
+        tokens["provenance"] = {k: row[k] for k in PROVENANCE_COLUMNS
+                                if row.get(k) is not None}  # none in a part before v4
     status = ChunkStatus.OK if errors < table.num_rows or not table.num_rows \
         else _all_error_status(table)
     return ChunkSummary(rows=table.num_rows, errors=errors, worker=worker or "",

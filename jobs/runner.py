@@ -29,6 +29,7 @@ from jobs.lifecycle import (
     record_chunk,
     summary_from_parts,
 )
+from jobs.provenance import Provenance
 from jobs.sinks import PartSink, encode_table
 from jobs.spec import JobSpec
 from jobs.store import JobStore
@@ -42,6 +43,8 @@ log = logging.getLogger("jobs.runner")
 
 #: (spec) -> (model, backend name, device) ; raises when this worker cannot serve it.
 ModelProvider = Callable[[JobSpec], tuple[TextModel, str, str]]
+#: (spec, model, backend name) -> what produced the chunk's rows (`jobs.provenance`).
+ProvenanceOf = Callable[[JobSpec, TextModel, str], Provenance]
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,10 +63,12 @@ class ChunkRunner:
     """Runs chunks for one worker; `FailurePolicy` decides what a troubled chunk does."""
 
     def __init__(self, store: JobStore, sink: PartSink, models: ModelProvider, *,
-                 worker: str, max_attempts: int = 3) -> None:
+                 worker: str, max_attempts: int = 3,
+                 provenance: ProvenanceOf | None = None) -> None:
         self.store = store
         self.sink = sink
         self.models = models
+        self.provenance = provenance or (lambda spec, model, backend: Provenance())
         self.worker = worker
         self.policy = FailurePolicy(max_attempts=max_attempts)
         self.current: tuple[str, int] | None = None  #: the chunk running now
@@ -122,7 +127,7 @@ class ChunkRunner:
         try:
             model, backend, device = self.models(spec)
             ctx = ChunkContext(job_id=job_id, chunk=chunk, backend=backend, worker=self.worker,
-                               device=device)
+                               device=device, provenance=self.provenance(spec, model, backend))
             if decision.verdict == Verdict.ISOLATE:  # it killed its worker: find the row
                 output = run_isolating(model, spec, rows, ctx, self.store)
             else:
@@ -143,6 +148,9 @@ class ChunkRunner:
             spec = JobSpec(op="classify", model="unknown", job_id=job_id)
             reason = f"this worker cannot read the job's spec ({exc}); {reason}"
         rows = self.store.get_chunk_input(job_id, chunk)
+        if self.store.cancel_requested(job_id):  # its delivery is counted: see `jobs.cancel`
+            return self._record(job_id, chunk, ChunkSummary(
+                rows=0, errors=0, status=ChunkStatus.CANCELLED), "cancelled")
         try:
             return self._fail_rows(spec, chunk, rows, ChunkStatus.FAILED, "chunk_failed", reason)
         except OSError as exc:  # not even error rows can be written: the job cannot end whole

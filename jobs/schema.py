@@ -17,6 +17,9 @@ import pyarrow as pa
 
 SCHEMA_VERSION = 3  # 2: the expected column (evaluation datasets); 3: chat, logprobs,
 #                     label_prob, raw_label_probs, calibration
+#: The metrics schema's own version (it was `SCHEMA_VERSION` up to 3); 4: the provenance
+#: columns (`jobs.provenance`), null in older parts.
+METRICS_SCHEMA_VERSION = 4
 
 #: A chunk's generation totals, summed per backend in the store and in its summary.
 SUMMARY_METRICS = ("prompt_tokens", "generated_tokens", "prefill_seconds", "decode_seconds",
@@ -115,11 +118,23 @@ METRICS_SCHEMA = pa.schema([
     ("active_memory_bytes", pa.int64()),
     ("started_at", pa.timestamp("ms", tz="UTC")),
     ("finished_at", pa.timestamp("ms", tz="UTC")),
-], metadata={"inferq.schema": "metrics", "inferq.schema_version": str(SCHEMA_VERSION)})
+    # version 4, provenance (jobs/provenance.py; older parts read these as null):
+    ("engine", pa.string()),             # llama-cpp-python | mlx-lm | the HTTP server's name
+    ("engine_version", pa.string()),
+    ("model_path", pa.string()),         # the file or directory the worker loaded
+    ("model_size_bytes", pa.int64()),
+    ("model_sha256", pa.string()),       # a directory: SHA-256 of its files' manifest
+    ("inferq_version", pa.string()),
+    ("parallel_slots", pa.int32()),      # the worker's setting; null = the backend's default
+    ("batch_size", pa.int32()),          # rows sent to the model in one call
+    ("context_len", pa.int32()),
+], metadata={"inferq.schema": "metrics",
+             "inferq.schema_version": str(METRICS_SCHEMA_VERSION)})
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MetricRow:
-    """The one row of `METRICS_SCHEMA` a chunk writes: its `GenerateMetrics` and where."""
+    """The one row of `METRICS_SCHEMA` a chunk writes: its `GenerateMetrics`, where, and
+    its provenance (`jobs.provenance.Provenance.columns`)."""
 
     job_id: str
     chunk: int
@@ -141,6 +156,15 @@ class MetricRow:
     active_memory_bytes: int
     started_at: datetime
     finished_at: datetime
+    engine: str | None = None
+    engine_version: str | None = None
+    model_path: str | None = None
+    model_size_bytes: int | None = None
+    model_sha256: str | None = None
+    inferq_version: str | None = None
+    parallel_slots: int | None = None
+    batch_size: int | None = None
+    context_len: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

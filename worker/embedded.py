@@ -10,6 +10,7 @@ from jobs.mapping import InputMapping
 from worker.catalog import Catalog, CatalogEntry
 from worker.config import Settings
 from worker.models import ModelCache
+from worker.provenance import WorkerProvenance
 from worker.runtime import usable_backends
 
 
@@ -34,7 +35,9 @@ def run_embedded(settings: Settings, spec: JobSpec, input_path: str, *,
     submit_job(spec, input_path, store, sink, lambda _job, chunk: chunks.append(chunk),
                fmt=fmt, limits=settings.input_limits(), mapping=mapping, keep_path=keep_path)
     runner = ChunkRunner(store, sink, models, worker="embedded",
-                         max_attempts=settings.max_attempts)
+                         max_attempts=settings.max_attempts,
+                         provenance=WorkerProvenance(models,
+                                                     parallel_slots=settings.parallel_slots))
     try:
         for chunk in chunks:
             runner.process(spec.job_id, chunk)

@@ -31,6 +31,7 @@ class ModelCache:
         self.load_options = load_options or LoadOptions()
         self._models: OrderedDict[tuple[str, str], TextModel] = OrderedDict()
         self._failed: dict[tuple[str, str], tuple[float, ModelLoadError]] = {}
+        self._paths: dict[tuple[str, str], str] = {}  #: what each loaded model loaded from
         self._lock = threading.Lock()
 
     def choose_backend(self, spec: JobSpec) -> str:
@@ -68,10 +69,17 @@ class ModelCache:
                 self._failed[key] = (time.monotonic(), exc)
                 raise
             self._models[key] = model
+            self._paths[key] = entry.path
             while len(self._models) > self.size:
                 _, evicted = self._models.popitem(last=False)
                 evicted.close()
             return model, backend, GPU_BACKENDS.get(backend, "cpu")
+
+    def path_of(self, model_id: str, backend: str) -> str:
+        """The file, directory or URL ``model_id`` was loaded from on ``backend``; "" if
+        it was not loaded here."""
+        with self._lock:
+            return self._paths.get((model_id, backend), "")
 
     def loaded(self) -> list[str]:
         with self._lock:

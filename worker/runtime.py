@@ -16,6 +16,7 @@ from worker.advertise import Heartbeat
 from worker.catalog import Catalog
 from worker.config import Settings
 from worker.models import ModelCache
+from worker.provenance import WorkerProvenance
 from worker.routing import worker_queues
 
 log = logging.getLogger("inferq.worker")
@@ -54,7 +55,7 @@ class WorkerRuntime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.redis = redis.Redis.from_url(settings.broker_url)
-        self.store = RedisJobStore(self.redis)
+        self.store = RedisJobStore(self.redis, results_root=settings.inputs_root())
         self.sink = make_sink(settings, self.redis)
         self.backends = usable_backends(settings)
         self.catalog = Catalog.build(roots=settings.model_roots, catalog_file=settings.catalog,
@@ -67,7 +68,9 @@ class WorkerRuntime:
                                      context_len=settings.context_len,
                                      prefix_cache_tokens=settings.prefix_cache_tokens))
         self.runner = ChunkRunner(self.store, self.sink, self.models,
-                                  worker=settings.worker_name, max_attempts=settings.max_attempts)
+                                  worker=settings.worker_name, max_attempts=settings.max_attempts,
+                                  provenance=WorkerProvenance(
+                                      self.models, parallel_slots=settings.parallel_slots))
         self.counters = Counters()
         self.heartbeat = Heartbeat(self.redis, settings.worker_name, self.describe,
                                    settings.heartbeat_seconds)
