@@ -7,6 +7,8 @@ Hierarchy::
     ├── InputFileError (ValueError)       the input file cannot be read as its format
     │                                     (names the file and the line or row)
     ├── DuplicateCustomId (ValueError)    two rows share a custom_id
+    ├── InputLocationError (ValueError)   a place for chunk inputs that cannot be used
+    │                                     (a bad setting, or one this process cannot reach)
     ├── JobNotFound (LookupError)         no job with that id
     └── JobStateError (RuntimeError)      the job is not in a state that allows this
 """
@@ -46,6 +48,10 @@ class DuplicateCustomId(JobError, ValueError):
             f"{path}: custom_id {custom_id!r} at row {row} appears earlier in the file; "
             "custom ids must be unique within a job"
         )
+
+
+class InputLocationError(JobError, ValueError):
+    """Chunk inputs cannot be kept, or read, where a setting or a job's spec says."""
 
 
 class JobNotFound(JobError, LookupError):

@@ -4,6 +4,9 @@ Hive-partitioned by job (and evaluations by suite), so one glob reads every job:
 
     results/job=<id>/part-<chunk:06d>.parquet      result rows (RESULTS_SCHEMA)
     metrics/job=<id>/part-<chunk:06d>.parquet      one row of generation metrics
+    inputs/job=<id>/part-<chunk:06d>.parquet       a chunk's input rows, until finalize
+                                                   (jobs.inputs; a job's spec says whether
+                                                   they are here, in Redis or elsewhere)
     jobs/<id>/spec.json                            the job spec (written at submit)
     jobs/<id>/manifest.json                        the job's closing record (finalize)
     evaluations/suite=<suite>/<job id>.parquet     a scored evaluation run
@@ -20,6 +23,7 @@ KINDS = ("results", "metrics")
 #: The JSON documents kept per job.
 DOCUMENTS = ("spec.json", "manifest.json", "calibration.json")
 EVALUATIONS = "evaluations"
+INPUTS = "inputs"
 
 
 def check_kind(kind: str) -> str:
@@ -50,6 +54,15 @@ def part(kind: str, job_id: str, chunk: int) -> str:
 def part_glob(kind: str = "results") -> str:
     """Every job's parts of ``kind``."""
     return f"{check_kind(kind)}/job=*/*.parquet"
+
+
+def input_dir(job_id: str) -> str:
+    """A job's chunk inputs (under the results root, or the root its spec names)."""
+    return f"{INPUTS}/job={job_id}"
+
+
+def chunk_input(job_id: str, chunk: int) -> str:
+    return f"{input_dir(job_id)}/{part_name(chunk)}"
 
 
 def document_dir(job_id: str) -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import time
-import zlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,8 +18,9 @@ import redis
 from jobs import keys
 from jobs.errors import JobNotFound
 from jobs.eval_store import EvalStore, RedisEvalStore
+from jobs.inputs import REDIS, ChunkInputs, inputs_at
 from jobs.lifecycle import ChunkSummary, JobState, JobStatus
-from jobs.rows import InputRow, decode_chunk, encode_chunk
+from jobs.rows import InputRow
 from jobs.schema import METRIC_FIELDS
 from jobs.spec import JobSpec
 
@@ -60,8 +60,12 @@ return 1
 class RedisJobStore:
     """A `JobStore` on a Redis server."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, *, results_root: str | None = None) -> None:
+        """``results_root``: this process's results location, where jobs whose spec says
+        ``inputs="results"`` keep their chunk inputs (None: results go through Redis)."""
         self.redis = client
+        self.results_root = results_root
+        self._inputs: dict[str, ChunkInputs] = {}
         self._complete = client.register_script(_COMPLETE)
         self._set_state = client.register_script(_SET_STATE)
         self._set_counts = client.register_script(_SET_COUNTS)
@@ -77,6 +81,8 @@ class RedisJobStore:
         fields: dict[Any, Any] = {
             "state": JobState.VALIDATING, "validating_at": now, "total": total, "chunks": chunks,
             "completed": 0, "failed": 0, "spec": json.dumps(spec.to_dict())}
+        if spec.inputs != REDIS:
+            fields["inputs"] = spec.inputs
         if not self.redis.hsetnx(key, "job_id", spec.job_id):
             return False
         pipe = self.redis.pipeline()
@@ -86,14 +92,20 @@ class RedisJobStore:
         return True
 
     def put_chunk_input(self, job_id: str, chunk: int, rows: Sequence[InputRow]) -> None:
-        payload = zlib.compress(json.dumps(encode_chunk(rows)).encode(), 1)
-        self.redis.set(keys.chunk_input(job_id, chunk), payload)
+        self.inputs_of(job_id).put(job_id, chunk, rows)
 
     def get_chunk_input(self, job_id: str, chunk: int) -> list[InputRow]:
-        payload: Any = self.redis.get(keys.chunk_input(job_id, chunk))
-        if payload is None:
-            raise JobNotFound(f"{job_id} chunk {chunk} input")
-        return decode_chunk(json.loads(zlib.decompress(payload)))
+        return self.inputs_of(job_id).get(job_id, chunk)
+
+    def inputs_of(self, job_id: str) -> ChunkInputs:
+        """Where the job's chunk inputs live, as its spec recorded (``inputs`` in the
+        job's hash; absent = Redis, as for every job before the setting)."""
+        raw: Any = self.redis.hget(keys.job(job_id), "inputs")
+        location = raw.decode() if raw else REDIS
+        if location not in self._inputs:
+            self._inputs[location] = inputs_at(location, redis=self.redis,
+                                               results_root=self.results_root)
+        return self._inputs[location]
 
     def set_counts(self, job_id: str, *, total: int, chunks: int) -> None:
         if not self._set_counts(keys=[keys.job(job_id)], args=[total, chunks]):
@@ -183,10 +195,11 @@ class RedisJobStore:
         return bool(self.redis.set(keys.finalize(job_id), 1, nx=True, ex=FINALIZE_LOCK_SECONDS))
 
     def drop_inputs(self, job_id: str) -> None:
+        """Delete the job's chunk inputs wherever they live, and its isolation checkpoints."""
         chunks = int(self.redis.hget(keys.job(job_id), "chunks") or 0)
+        self.inputs_of(job_id).drop(job_id, chunks)
         if chunks:
-            self.redis.delete(*(keys.chunk_input(job_id, c) for c in range(chunks)),
-                              *(keys.isolation(job_id, c) for c in range(chunks)))
+            self.redis.delete(*(keys.isolation(job_id, c) for c in range(chunks)))
 
     def list_jobs(self, limit: int = 20) -> list[JobStatus]:
         if limit <= 0:  # zrevrange's stop of -1 would mean "all"

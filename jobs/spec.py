@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from inference import GenerateOptions
-from jobs.errors import InvalidJobSpec
+from jobs.errors import InputLocationError, InvalidJobSpec
+from jobs.inputs import check_location
 
 SPEC_VERSION = 1
 OPS = ("classify", "generate")
@@ -72,6 +73,9 @@ class JobSpec:
     #: label -> prior weight, multiplied into every row's (calibrated) probabilities and
     #: renormalised; a label without one weighs 1. {} = none.
     label_priors: dict[str, float] = field(default_factory=dict)
+    #: Where the chunk inputs live (`jobs.inputs`): "" = Redis, "results" = under the
+    #: results root, else an absolute path or pyarrow URI. Set at submit from the settings.
+    inputs: str = ""
     version: int = SPEC_VERSION
 
     def __post_init__(self) -> None:
@@ -89,6 +93,11 @@ class JobSpec:
         if self.op == "generate" and self.options.labels:
             raise InvalidJobSpec("labels", "labels apply to classify jobs only")
         self._check_classify_fields()
+        if self.inputs != "":
+            try:
+                check_location(self.inputs)
+            except InputLocationError as exc:
+                raise InvalidJobSpec("inputs", str(exc)) from None
         if self.deadline is not None and (
                 not isinstance(self.deadline, int | float) or self.deadline <= self.created_at):
             raise InvalidJobSpec("deadline", f"{self.deadline!r} must be a unix time after "
@@ -119,7 +128,7 @@ class JobSpec:
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         if data["calibrate"] == "none":
             del data["calibrate"]  # readable by workers that predate calibration
-        for name, empty in (("content_free", None), ("label_priors", {})):
+        for name, empty in (("content_free", None), ("label_priors", {}), ("inputs", "")):
             if data[name] == empty:
                 del data[name]  # readable by workers that predate the field
         data["options"] = {name: _plain(getattr(self.options, name)) for name in _OPTION_FIELDS}

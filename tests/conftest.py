@@ -63,3 +63,17 @@ def start_worker(redis_url, tmp_path):
     yield start
     for worker in started:
         worker.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """One moto S3 server for the session (tests/s3.py), its credentials in the
+    environment of this process and of the workers it starts; `s3_server.bucket()`."""
+    from tests.s3 import CREDENTIALS, MotoServer
+
+    with pytest.MonkeyPatch.context() as env:
+        for name, value in CREDENTIALS.items():
+            env.setenv(name, value)
+        server = MotoServer(tmp_path_factory.mktemp("moto") / "moto.log")
+        yield server
+        server.stop()
