@@ -18,6 +18,9 @@
                                                     range after crashing its worker
     inferq:workers                           zset   worker name -> last heartbeat
     inferq:worker:<name>                     string advertisement JSON, expires with its TTL
+    inferq:totals                            hash   "<model>|<backend>|<field>" -> running totals
+                                                    of every chunk recorded (the exporters'
+                                                    counters; kept when jobs expire)
     inferq:eval:suites                       set    suites that have run
     inferq:eval:<suite>:latest               hash   target -> the latest run's summary JSON
     inferq:eval:<suite>:history:<target>     list   run summaries, newest first (bounded)
@@ -35,6 +38,7 @@ PREFIX = "inferq"
 
 JOBS = f"{PREFIX}:jobs"
 WORKERS = f"{PREFIX}:workers"
+TOTALS = f"{PREFIX}:totals"
 
 
 def job(job_id: str) -> str:

@@ -2,8 +2,10 @@
 
 Chunk completion is recorded by set membership: one Lua script does ``HSETNX``
 on the job's done-hash and, only when that chunk was new, moves the counts and
-metric totals. A redelivered chunk therefore changes nothing, and the counts
-can always be rebuilt from the done-hash (`inferq reconcile`).
+metric totals (the job's, and the deployment's by model and backend in
+``inferq:totals``, which the metrics exporters report). A redelivered chunk therefore
+changes nothing, and the counts can always be rebuilt from the done-hash (`inferq
+reconcile`).
 """
 
 from __future__ import annotations
@@ -32,7 +34,12 @@ if redis.call('EXISTS', KEYS[2]) == 0 then return -2 end
 if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return -1 end
 redis.call('HINCRBY', KEYS[2], 'completed', tonumber(ARGV[3]) - tonumber(ARGV[4]))
 redis.call('HINCRBY', KEYS[2], 'failed', tonumber(ARGV[4]))
-for i = 5, #ARGV, 2 do redis.call('HINCRBYFLOAT', KEYS[3], ARGV[i], ARGV[i + 1]) end
+local ok, spec = pcall(cjson.decode, redis.call('HGET', KEYS[2], 'spec') or '')
+local model = (ok and type(spec) == 'table' and spec['model']) and tostring(spec['model']) or '-'
+for i = 5, #ARGV, 2 do
+  redis.call('HINCRBYFLOAT', KEYS[3], ARGV[i], ARGV[i + 1])
+  redis.call('HINCRBYFLOAT', KEYS[4], model .. '|' .. ARGV[i], ARGV[i + 1])
+end
 return redis.call('HLEN', KEYS[1])
 """
 
@@ -154,7 +161,7 @@ class RedisJobStore:
         for name in METRIC_FIELDS if summary.rows else ():  # a cancelled chunk ran nothing
             metric_args += [f"{backend}|{name}", getattr(summary, name)]
         done = self._complete(
-            keys=[keys.done(job_id), keys.job(job_id), keys.metrics(job_id)],
+            keys=[keys.done(job_id), keys.job(job_id), keys.metrics(job_id), keys.TOTALS],
             args=[chunk, json.dumps(summary.to_dict()), summary.rows, summary.errors,
                   *metric_args])
         if int(done) == -2:
