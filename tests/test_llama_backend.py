@@ -12,6 +12,7 @@ pytest.importorskip("llama_cpp")
 
 import inference
 from inference import GenerateOptions, LoadOptions, ModelLoadError, PromptError
+from inference._label_trie import LabelTrie
 from inference.testing import encode
 
 pytestmark = pytest.mark.llama
@@ -77,28 +78,65 @@ def test_shared_prefix_is_computed_once_and_changes_no_result(tiny_model):
         np.testing.assert_allclose(result.logits, alone.logits, atol=1e-2)
 
 
+def reference_label_probs(reference, prompt: str, labels: tuple[str, ...]) -> dict[str, float]:
+    """P(label | prompt) by evaluating prompt + label in full, one label at a time."""
+    n = len(encode(prompt))
+    logprobs = {}
+    for label in labels:
+        ids = encode(prompt) + encode(label, bos=False)
+        reference.reset()
+        reference.eval(ids)
+        total = 0.0
+        for k, token in enumerate(ids[n:]):
+            row = np.array(reference.scores[n - 1 + k], dtype=np.float64)
+            total += row[token] - row.max() - np.log(np.exp(row - row.max()).sum())
+        logprobs[label] = total
+    top = max(logprobs.values())
+    norm = sum(np.exp(v - top) for v in logprobs.values())
+    return {label: float(np.exp(v - top) / norm) for label, v in logprobs.items()}
+
+
 def test_label_probabilities_cover_every_token_of_multi_token_labels(model, reference):
     labels = ("yes please", "no thanks", "maybe", "x")
     prompts = [PREFIX + "great film", "Tell me: ", "Hi"]
     results = model.classify(prompts, GenerateOptions(labels=labels))
     for prompt, result in zip(prompts, results, strict=True):
-        expected = {}
+        expected = reference_label_probs(reference, prompt, labels)
         for label in labels:
-            ids = encode(prompt) + encode(label, bos=False)
-            n = len(encode(prompt))
-            reference.reset()
-            reference.eval(ids)
-            total = 0.0
-            for k, token in enumerate(ids[n:]):
-                row = np.array(reference.scores[n - 1 + k], dtype=np.float64)
-                total += row[token] - row.max() - np.log(np.exp(row - row.max()).sum())
-            expected[label] = total
-        top = max(expected.values())
-        norm = sum(np.exp(v - top) for v in expected.values())
-        for label in labels:
-            assert result.label_probs[label] == pytest.approx(
-                np.exp(expected[label] - top) / norm, abs=1e-3)
+            assert result.label_probs[label] == pytest.approx(expected[label], abs=1e-3)
         assert sum(result.label_probs.values()) == pytest.approx(1.0)
+        assert result.label == max(expected, key=expected.get)
+
+
+#: Labels whose tokens (bytes, on the tiny model) share prefixes at several depths.
+TRIE_LABELS = ("yes please", "yes sir", "no thanks", "no way", "very good", "very bad",
+               "very very good", "maybe", "x")
+
+
+def test_labels_sharing_prefixes_decode_each_shared_prefix_once(model, reference):
+    ids = [encode(label, bos=False) for label in TRIE_LABELS]
+    trie = LabelTrie.build(ids)
+    [result] = model.classify(["Tell me: "], GenerateOptions(labels=TRIE_LABELS))
+    assert model.label_tokens_decoded == len(trie.nodes)
+    assert len(trie.nodes) < sum(len(label) - 1 for label in ids)  # what one decode each costs
+    expected = reference_label_probs(reference, "Tell me: ", TRIE_LABELS)
+    for label in TRIE_LABELS:
+        assert result.label_probs[label] == pytest.approx(expected[label], abs=1e-3)
+
+
+def test_many_labels_over_several_decode_calls_score_like_full_evaluation(
+        tiny_model, reference):
+    # 4 sequences for 3 prompts: most branches wait for a later call, some go to the spare
+    prompts = [PREFIX + "great film", "Tell me: ", "Hi"]
+    with inference.load_model(str(tiny_model.gguf_path),
+                              LoadOptions(backend="llama_cpp", parallel_slots=4)) as small:
+        results = small.classify(prompts, GenerateOptions(labels=TRIE_LABELS))
+        trie = LabelTrie.build([encode(label, bos=False) for label in TRIE_LABELS])
+        assert small.label_tokens_decoded > len(trie.nodes) * len(prompts)  # several calls
+    for prompt, result in zip(prompts, results, strict=True):
+        expected = reference_label_probs(reference, prompt, TRIE_LABELS)
+        for label in TRIE_LABELS:
+            assert result.label_probs[label] == pytest.approx(expected[label], abs=1e-3)
         assert result.label == max(expected, key=expected.get)
 
 

@@ -95,10 +95,15 @@ def test_classify_without_logits_option_returns_no_logits(model: MlxModel) -> No
     assert result.logits is None and result.token is not None and result.label is None
 
 
+@pytest.mark.parametrize("labels", [
+    pytest.param(("yes please", "no thanks", "maybe", "x"), id="distinct-prefixes"),
+    # bytes on the tiny model: prefixes shared at several depths, one row per trie branch
+    pytest.param(("yes please", "yes sir", "no thanks", "no way", "very good", "very bad",
+                  "very very good", "maybe", "x"), id="shared-prefixes"),
+])
 def test_labels_are_scored_over_their_full_token_sequences(
-    model: MlxModel, tiny_model: TinyLlama
+    model: MlxModel, tiny_model: TinyLlama, labels: tuple[str, ...]
 ) -> None:
-    labels = ("yes please", "no thanks", "maybe", "x")  # none the first tokens of another
     raw_model, _ = mlx_lm.load(str(tiny_model.hf_dir))
     results = model.classify(PROMPTS, GenerateOptions(labels=labels))
     for prompt, result in zip(PROMPTS, results, strict=True):

@@ -77,7 +77,8 @@ class ContextShape:
 
 
 class Batch:
-    """A ``llama_batch`` whose arrays are numpy buffers, one sequence id per token."""
+    """A ``llama_batch`` whose arrays are numpy buffers: one sequence id per token, or
+    several for a token added by `add_shared`."""
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
@@ -92,6 +93,7 @@ class Batch:
         self._seq_ptrs = (seq_ptr * capacity)(
             *(ctypes.cast(base + i * size, seq_ptr) for i in range(capacity))
         )
+        self._shared: list[tuple[int, np.ndarray[Any, Any]]] = []  # (index, its seq ids)
         self.n = 0
         self.struct = lc.llama_batch(
             n_tokens=0,
@@ -104,7 +106,24 @@ class Batch:
         )
 
     def clear(self) -> None:
+        seq_ptr = ctypes.POINTER(lc.llama_seq_id)
+        for index, _ in self._shared:  # back to the token's own one-id slot
+            self._seq_ptrs[index] = ctypes.cast(self.seq.ctypes.data + index * self.seq.itemsize,
+                                                seq_ptr)
+            self.n_seq_id[index] = 1
+        self._shared.clear()
         self.n = 0
+
+    def add_shared(self, token: int, seqs: list[int], pos: int, logits: bool) -> int:
+        """Append one token that belongs to every sequence in ``seqs`` (a prefix several
+        branches share: decoded once, its cell visible to each). Returns its index."""
+        index = self.add([token], seqs[0], pos, logits="last" if logits else "none")
+        if len(seqs) > 1:
+            ids = np.array(seqs, dtype=np.int32)
+            self._shared.append((index, ids))  # kept alive until clear()
+            self._seq_ptrs[index] = ids.ctypes.data_as(ctypes.POINTER(lc.llama_seq_id))
+            self.n_seq_id[index] = len(seqs)
+        return index
 
     def add(self, tokens: list[int] | np.ndarray[Any, Any], seq: int, start_pos: int,
             logits: str = "last") -> int:

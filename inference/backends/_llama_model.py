@@ -31,9 +31,11 @@ from inference._base import (
     label_distribution,
     options_or_default,
 )
+from inference._label_trie import LabelTrie
 from inference._memory import current_rss_bytes, peak_rss_bytes
 from inference._stream import TokenStream
 from inference.backends._llama_engine import ContextShape, Engine, Sampler, default_threads
+from inference.backends._llama_labels import score_labels
 from inference.backends._llama_prefix import DEFAULT_ENTRIES, Match, PrefixCache, common_prefix
 from inference.backends._llama_probe import probe
 from inference.errors import GenerationError, ModelLoadError, PromptError
@@ -76,6 +78,8 @@ class LlamaModel(BaseTextModel):
         self.reused_prefix_tokens = 0
         #: Of those, the tokens whose cells came from a prefix kept by an earlier call.
         self.cached_prefix_tokens = 0
+        #: Label tokens the last classify decoded after its prompts (shared prefixes once).
+        self.label_tokens_decoded = 0
 
     @classmethod
     def load(cls, path: str, options: LoadOptions, *, backend: str) -> LlamaModel:
@@ -161,7 +165,11 @@ class LlamaModel(BaseTextModel):
         if ambiguous:
             return [ClassifyResult(error=PromptError("ambiguous_labels", ambiguous))
                     for _ in prompts]
-        reserve = max((len(ids) - 1 for ids in labels), default=0)
+        trie = LabelTrie.build(labels)
+        reserve = trie.depth
+        # cells for one decode call of label branches (`score_labels`), at most a quarter
+        # of the context so that prompts keep room
+        label_cells = max(reserve, min(self._slots * reserve, self._kv_cells // 4))
         results: list[ClassifyResult | None] = [None] * len(prompts)
         valid: list[tuple[int, list[int]]] = []
         for i, text in enumerate(prompts):
@@ -170,16 +178,25 @@ class LlamaModel(BaseTextModel):
             except PromptError as err:
                 results[i] = ClassifyResult(error=err)
         prefill = 0.0
-        self.reused_prefix_tokens = self.cached_prefix_tokens = 0
-        for group in self._classify_groups(valid, reserve):
+        self.reused_prefix_tokens = self.cached_prefix_tokens = self.label_tokens_decoded = 0
+        for group in self._classify_groups(valid, label_cells):
             if self._run is not run:
                 raise GenerationError("another operation started on this model mid-classify")
             label_lp: list[dict[str, float]] = [{} for _ in group]
+            prompts_ids = [ids for _, ids in group]
+            shared = _shared_prefix(prompts_ids)
+            used = shared + sum(len(ids) - shared for ids in prompts_ids)
+            cells = max(reserve, min(label_cells, self._kv_cells - used))
             try:
-                last_logits, seconds = self._prefill_group([ids for _, ids in group], reserve)
+                last_logits, seconds = self._prefill_group(prompts_ids, cells)
                 if labels:
-                    seconds += self._score_labels(group, last_logits, opts.labels, labels,
-                                                  label_lp)
+                    started_labels = time.perf_counter()
+                    scores, decoded = score_labels(
+                        self._engine, trie, [len(ids) for ids in prompts_ids], last_logits,
+                        list(range(len(group), self._slots)), cells)
+                    label_lp = [dict(zip(opts.labels, row, strict=True)) for row in scores]
+                    self.label_tokens_decoded += decoded
+                    seconds += time.perf_counter() - started_labels
             except GenerationError:
                 self._clear_memory()  # the cells of a failed decode are not to be trusted
                 raise
@@ -193,8 +210,9 @@ class LlamaModel(BaseTextModel):
             "engine_error", "prompt was not run")) for r in results]
 
     def _classify_groups(self, valid: list[tuple[int, list[int]]],
-                         reserve: int) -> Iterator[list[tuple[int, list[int]]]]:
-        """Consecutive prompts that fit one decode call: slots, and KV cells with sharing."""
+                         label_cells: int) -> Iterator[list[tuple[int, list[int]]]]:
+        """Consecutive prompts that fit one decode call: slots, and KV cells with sharing
+        plus ``label_cells`` for scoring the labels after them."""
         group: list[tuple[int, list[int]]] = []
         prefix = shortest = tokens = 0
         for index, ids in valid:
@@ -205,7 +223,7 @@ class LlamaModel(BaseTextModel):
                 n = len(group) + 1
                 shared = min(prefix, shortest - 1)
                 shared = shared if shared >= MIN_SHARED_PREFIX else 0
-                if n > self._slots or tokens - (n - 1) * shared + n * reserve > self._kv_cells:
+                if n > self._slots or tokens - (n - 1) * shared + label_cells > self._kv_cells:
                     yield group
                     group = []
             if not group:
@@ -215,8 +233,9 @@ class LlamaModel(BaseTextModel):
             yield group
 
     def _prefill_group(self, group: list[list[int]],
-                       reserve: int) -> tuple[list[FloatArray], float]:
-        """One decode call for the group; the logits at each prompt's last token.
+                       label_cells: int) -> tuple[list[FloatArray], float]:
+        """One decode call for the group; the logits at each prompt's last token, with
+        ``label_cells`` KV cells left free for the labels.
 
         The leading tokens that a kept prefix covers take its cells; the rest of
         the group's shared prefix is decoded once in sequence 0, copied to the
@@ -228,7 +247,7 @@ class LlamaModel(BaseTextModel):
         shared = _shared_prefix(group)
         kept = self._prefixes.match(group, max(MIN_CACHED_PREFIX, MIN_SHARED_PREFIX))
         prefix = max(shared, kept.tokens)
-        need = prefix - kept.tokens + sum(len(ids) - prefix for ids in group) + n * reserve
+        need = prefix - kept.tokens + sum(len(ids) - prefix for ids in group) + label_cells
         if not self._prefixes.make_room(need, self._kv_cells, kept.entry):
             kept, prefix = Match(), shared
         self._prefixes.lend(kept, range(n if prefix == kept.tokens else 1))
@@ -261,36 +280,6 @@ class LlamaModel(BaseTextModel):
     def cached_prefixes(self) -> list[list[int]]:
         """Token ids of the prefixes whose KV cells this model keeps between calls."""
         return self._prefixes.prefixes()
-
-    def _score_labels(self, group: list[tuple[int, list[int]]], last_logits: list[FloatArray],
-                      names: tuple[str, ...], labels: list[list[int]],
-                      out: list[dict[str, float]]) -> float:
-        """Log-probability of every label's full token sequence after each prompt.
-
-        The first label token is scored from the prompt's own logits; a longer
-        label's remaining tokens need one more decode call (per label, for the
-        whole group), after which its cells are removed again.
-        """
-        engine, batch = self._engine, self._engine.batch
-        seconds = 0.0
-        first = [_log_softmax(row) for row in last_logits]
-        for name, ids in zip(names, labels, strict=True):
-            scores = [float(first[k][ids[0]]) for k in range(len(group))]
-            if len(ids) > 1:
-                started = time.perf_counter()
-                batch.clear()
-                rows = [batch.add(ids[:-1], seq, len(p_ids), logits="all")
-                        for seq, (_, p_ids) in enumerate(group)]
-                engine.decode()
-                for k, row in enumerate(rows):
-                    for j, token in enumerate(ids[1:]):
-                        scores[k] += float(_log_softmax(engine.logits(row + j))[token])
-                for seq, (_, p_ids) in enumerate(group):
-                    engine.remove_sequence(seq, len(p_ids))
-                seconds += time.perf_counter() - started
-            for k in range(len(group)):
-                out[k][name] = scores[k]
-        return seconds
 
     def _classify_result(self, logits: FloatArray, label_lp: dict[str, float], n_tokens: int,
                          opts: GenerateOptions, labels: list[list[int]]) -> ClassifyResult:

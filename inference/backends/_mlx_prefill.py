@@ -9,8 +9,9 @@ and only the positions asked for are kept, so memory stays at
 ``rows * step * vocab`` logits however long the prompts are.
 
 A label is scored over its whole token sequence: the log-probability of its
-first token comes from the prompt's last position, each further token from
-the row ``prompt + label[:-1]``.
+first token comes from the prompt's last position, each further token from a
+row ``prompt + branch`` whose branch of the labels' trie (`LabelTrie`) holds the
+label's earlier tokens, so labels sharing a prefix share a row.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from typing import Any
 
 import mlx.core as mx
 from mlx_lm.models.cache import make_prompt_cache
+
+from inference._label_trie import LabelTrie, Prefix
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,8 +36,9 @@ class Prefill:
 
 
 def rows_per_prompt(labels: Sequence[Sequence[int]]) -> int:
-    """How many batch rows one prompt takes: one per multi-token label, at least one."""
-    return max(1, sum(len(label) > 1 for label in labels))
+    """How many batch rows one prompt takes: one per branch of the labels' trie (labels
+    that share a prefix share its row), at least one."""
+    return max(1, len(LabelTrie.build(labels).branches))
 
 
 def prefill_group(
@@ -46,44 +50,42 @@ def prefill_group(
     step: int,
 ) -> Prefill:
     """Run ``prompts`` (token ids, all non-empty) as one padded batch and score ``labels``."""
+    trie = LabelTrie.build(labels)
     rows: list[list[int]] = []
     wanted: list[tuple[int, int]] = []  # (row, position); the first len(prompts) are last positions
-    label_rows: list[list[int]] = []
+    node_at: list[dict[Prefix, int]] = []  # per prompt: trie node -> its index in wanted
     for ids in prompts:
-        first = len(rows)
-        multi = [k for k, label in enumerate(labels) if len(label) > 1]
-        row_of = [first] * len(labels)
-        for k in multi:
-            row_of[k] = len(rows)
-            rows.append(ids + labels[k][:-1])
-        if not multi:
-            rows.append(ids)
-        wanted.append((first, len(ids) - 1))
-        label_rows.append(row_of)
-
-    # Label token t > 0 is predicted at position len(prompt) - 1 + t of its row.
-    picks: list[tuple[int, int, int, int]] = []  # (wanted index, token, prompt, label)
+        wanted.append((len(rows), len(ids) - 1))
+        rows.extend([ids + list(branch) for branch in trie.branches] or [ids])
     for p, ids in enumerate(prompts):
-        for k, label in enumerate(labels):
-            for t, token in enumerate(label):
-                index = p
-                if t > 0:
-                    index = len(wanted)
-                    wanted.append((label_rows[p][k], len(ids) - 1 + t))
-                picks.append((index, token, p, k))
+        first_row = wanted[p][0]
+        at: dict[Prefix, int] = {}
+        for b, branch in enumerate(trie.branches):
+            for j in range(1, len(branch) + 1):
+                if branch[:j] not in at:  # read each node once, from the first branch holding it
+                    at[branch[:j]] = len(wanted)
+                    wanted.append((first_row + b, len(ids) - 1 + j))
+        node_at.append(at)
 
     gathered = _forward_gather(model, rows, wanted, pad_id=pad_id, step=step)
     last = gathered[: len(prompts)]
     argmax: Any = mx.argmax(last, axis=-1).tolist()
     tokens = [int(t) for t in argmax]
     sums = [[0.0] * len(labels) for _ in prompts]
-    if picks:
+    if labels:
+        picks: list[tuple[int, int]] = []  # (wanted index, token)
+        for p in range(len(prompts)):
+            picks.extend((p, token) for token in trie.first_tokens)
+            for node, index in node_at[p].items():
+                picks.extend((index, token) for token in trie.next_tokens[node])
         logprobs = gathered - mx.logsumexp(gathered, axis=-1, keepdims=True)
-        at = mx.array([i for i, _, _, _ in picks])
-        token_ids = mx.array([tok for _, tok, _, _ in picks])
-        values = logprobs[at, token_ids].tolist()
-        for (_, _, p, k), value in zip(picks, values, strict=True):
-            sums[p][k] += float(value)
+        values = iter(logprobs[mx.array([i for i, _ in picks]),
+                               mx.array([t for _, t in picks])].tolist())
+        for p in range(len(prompts)):
+            first = {token: float(next(values)) for token in trie.first_tokens}
+            nodes = {node: {token: float(next(values)) for token in trie.next_tokens[node]}
+                     for node in node_at[p]}
+            sums[p] = trie.logprobs(first, nodes)
     return Prefill(tokens=tokens, logits=last, label_logprobs=sums)
 
 
