@@ -10,6 +10,7 @@ Hierarchy::
     ├── InputLocationError (ValueError)   a place for chunk inputs that cannot be used
     │                                     (a bad setting, or one this process cannot reach)
     ├── JobNotFound (LookupError)         no job with that id
+    │   └── ChunkInputMissing             the job's chunk input is not in the store
     └── JobStateError (RuntimeError)      the job is not in a state that allows this
 """
 
@@ -60,6 +61,17 @@ class JobNotFound(JobError, LookupError):
     def __init__(self, job_id: str) -> None:
         self.job_id = job_id
         super().__init__(f"no job {job_id!r}")
+
+
+class ChunkInputMissing(JobNotFound):
+    """A chunk's input rows are not in the store: dropped when its job ended, or lost."""
+
+    def __init__(self, job_id: str, chunk: int, where: str = "the store") -> None:
+        self.chunk = chunk
+        super().__init__(job_id)
+        self.args = (f"job {job_id!r} has no input for chunk {chunk} in {where}: inputs "
+                     f"are dropped once a job ends, or were lost; `inferq reconcile "
+                     f"{job_id}` stores them again from the job's input file",)
 
 
 class JobStateError(JobError, RuntimeError):

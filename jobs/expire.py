@@ -8,7 +8,9 @@ rows (`PartSink.put_part`: the first publish of a chunk wins, so a worker that
 finishes that chunk later loses, and a part a worker published first is kept and
 recorded as it is) and records the chunk by membership (`record_chunk`: the first
 record wins), so the last record finalizes the job. Rows finished before the deadline
-stay results; two sweepers racing on one job write every row once.
+stay results; two sweepers racing on one job write every row once. Before publishing,
+it marks the chunk started and reads the cancel flag, as a worker does, so a cancel
+racing the sweep records the chunk ``cancelled`` exactly once (`jobs.cancel`).
 
 `Sweeper` finds the active jobs past their deadline in Redis and expires them;
 ``inferq serve`` runs it every few seconds, `jobs.reconcile` expires the job it
@@ -23,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from jobs import keys
+from jobs.cancel import CANCELLED
 from jobs.errors import JobNotFound
 from jobs.execute import ChunkContext, error_rows
 from jobs.lifecycle import (
@@ -84,6 +87,10 @@ def expire_job(store: JobStore, sink: PartSink, job_id: str, *,
         if chunk in done:
             continue
         if not sink.has_part(job_id, chunk):
+            store.touch_chunk(job_id, chunk)  # then read the flag: see `jobs.cancel`
+            if store.cancel_requested(job_id):  # cancelled meanwhile: no part
+                record_chunk(store, sink, job_id, chunk, CANCELLED)
+                continue
             try:
                 rows = store.get_chunk_input(job_id, chunk)
             except JobNotFound:  # inputs dropped: the job was finalized meanwhile
@@ -108,8 +115,9 @@ class Sweeper:
     expires them (`expire_job`). Safe to run in several processes at once.
 
     Each `sweep` reads the ids of every job (``inferq:jobs``) and the state of those not
-    known to have ended; ended jobs are remembered, so a sweep costs one read per job id
-    plus one per active job.
+    known to have ended (of those, whether they are still there); ended jobs are
+    remembered, so a sweep costs one pipelined read per job id plus one per active job.
+    Ids whose job is gone (its retention passed) are pruned from the index.
     """
 
     def __init__(self, store: RedisJobStore, sink: PartSink) -> None:
@@ -136,17 +144,23 @@ class Sweeper:
         """Active jobs whose deadline has passed, by the states and specs in Redis."""
         redis = self.store.redis
         ids: Any = redis.zrange(keys.JOBS, 0, -1)
-        candidates = [raw.decode() for raw in ids if raw.decode() not in self._ended]
+        everyone = [raw.decode() for raw in ids]
         pipe = redis.pipeline(transaction=False)
-        for job_id in candidates:
-            pipe.hget(keys.job(job_id), "state")
-        states = pipe.execute()
+        for job_id in everyone:  # ended jobs: only whether their state has expired
+            pipe.exists(keys.job(job_id)) if job_id in self._ended \
+                else pipe.hget(keys.job(job_id), "state")
+        replies = pipe.execute()
+        gone = [j for j, reply in zip(everyone, replies, strict=True) if not reply]
+        self.store.prune(gone)
+        self._ended.difference_update(gone)
+        candidates = [j for j in everyone if j not in self._ended]
+        states = [r for j, r in zip(everyone, replies, strict=True) if j not in self._ended]
         due = []
         for job_id, raw in zip(candidates, states, strict=True):
             try:
                 state = JobState(raw.decode())
             except (AttributeError, ValueError):
-                continue  # gone meanwhile, or a state this inferq does not know
+                continue  # gone (expired, deleted), or a state this inferq does not know
             if state in TERMINAL:
                 self._ended.add(job_id)
                 self._deadlines.pop(job_id, None)

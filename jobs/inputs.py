@@ -36,7 +36,7 @@ import pyarrow.parquet as pq
 
 from inference import Message
 from jobs import keys, layout
-from jobs.errors import InputLocationError, JobNotFound
+from jobs.errors import ChunkInputMissing, InputLocationError
 from jobs.rows import InputRow, decode_chunk, encode_chunk
 
 __all__ = ["INPUT_SCHEMA", "REDIS", "RESULTS", "ChunkInputs", "ParquetInputs", "RedisInputs",
@@ -68,7 +68,8 @@ class ChunkInputs(Protocol):
         ...
 
     def get(self, job_id: str, chunk: int) -> list[InputRow]:
-        """A chunk's rows; `JobNotFound` when they were never stored, or dropped."""
+        """A chunk's rows; `ChunkInputMissing` (a `JobNotFound`) when they were never
+        stored, or dropped."""
         ...
 
     def drop(self, job_id: str, chunks: int) -> None:
@@ -89,7 +90,7 @@ class RedisInputs:
     def get(self, job_id: str, chunk: int) -> list[InputRow]:
         payload: Any = self.redis.get(keys.chunk_input(job_id, chunk))
         if payload is None:
-            raise JobNotFound(f"{job_id} chunk {chunk} input")
+            raise ChunkInputMissing(job_id, chunk, "Redis")
         return decode_chunk(json.loads(zlib.decompress(payload)))
 
     def drop(self, job_id: str, chunks: int) -> None:
@@ -140,8 +141,7 @@ class ParquetInputs:
             with self.fs.open_input_file(self.path(job_id, chunk)) as f:
                 data = f.read()
         except FileNotFoundError:
-            raise JobNotFound(f"{job_id} chunk {chunk} input (no {self.path(job_id, chunk)})"
-                              ) from None
+            raise ChunkInputMissing(job_id, chunk, self.path(job_id, chunk)) from None
         return rows_from_table(pq.read_table(pa.BufferReader(data), use_threads=False,
                                              pre_buffer=False))
 

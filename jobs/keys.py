@@ -16,6 +16,12 @@
     inferq:job:<id>:finalize                 string finalize lock (first finisher wins)
     inferq:job:<id>:isolate:<chunk>          string checkpoint of a chunk run row range by
                                                     range after crashing its worker
+
+Once a job ends (completed, failed, expired, cancelled) every ``inferq:job:<id>`` key
+but its parts and documents in flight expires after the job's retention (the hash's
+``retention`` field, seconds; 0 = kept), and its id leaves ``inferq:jobs`` when the
+job's store next meets it gone; `job_keys` lists them, `result_keys` the others.
+
     inferq:workers                           zset   worker name -> last heartbeat
     inferq:worker:<name>                     string advertisement JSON, expires with its TTL
     inferq:totals                            hash   "<model>|<backend>|<field>" -> running totals
@@ -33,6 +39,8 @@
 """
 
 from __future__ import annotations
+
+from jobs import layout
 
 PREFIX = "inferq"
 
@@ -114,6 +122,22 @@ def eval_requests(kind: str) -> str:
 
 def eval_slot(suite: str, slot: int) -> str:
     return f"{PREFIX}:eval:slot:{suite}:{slot}"
+
+
+def job_keys(job_id: str, chunks: int) -> list[str]:
+    """Every key of one job's state (the hash first), for a job of ``chunks`` chunks:
+    what retention expires and `inferq delete` removes."""
+    return [job(job_id), done(job_id), attempts(job_id), metrics(job_id), stream(job_id),
+            cancel(job_id), finalize(job_id),
+            *(chunk_input(job_id, c) for c in range(chunks)),
+            *(isolation(job_id, c) for c in range(chunks))]
+
+
+def result_keys(job_id: str, chunks: int) -> list[str]:
+    """One job's parts and documents in flight (results through Redis): results, so
+    kept until collected or deleted with ``inferq delete --files``."""
+    return [*(part(job_id, kind, c) for c in range(chunks) for kind in layout.KINDS),
+            *(document(job_id, name) for name in layout.DOCUMENTS)]
 
 
 def job_pattern(job_id: str) -> str:

@@ -6,6 +6,11 @@ metric totals (the job's, and the deployment's by model and backend in
 ``inferq:totals``, which the metrics exporters report). A redelivered chunk therefore
 changes nothing, and the counts can always be rebuilt from the done-hash (`inferq
 reconcile`).
+
+Retention: a job records its retention when created; the state change that ends it
+sets that TTL on every key of the job's state (`keys.job_keys`) in the same script,
+and an id whose hash has expired is pruned from the index (with any key written
+after the end) when the store next meets it (`prune`).
 """
 
 from __future__ import annotations
@@ -21,13 +26,15 @@ from jobs import keys
 from jobs.errors import JobNotFound
 from jobs.eval_store import EvalStore, RedisEvalStore
 from jobs.inputs import REDIS, ChunkInputs, inputs_at
-from jobs.lifecycle import ChunkSummary, JobState, JobStatus
+from jobs.lifecycle import TERMINAL, ChunkSummary, JobState, JobStatus
 from jobs.rows import InputRow
 from jobs.schema import METRIC_FIELDS
 from jobs.spec import JobSpec
 
 STREAM_MAXLEN = 10_000
 FINALIZE_LOCK_SECONDS = 3600
+#: How long an ended job's state stays in Redis (7 days); 0 = kept until deleted.
+DEFAULT_RETENTION_SECONDS = 7 * 24 * 3600
 
 _COMPLETE = """
 if redis.call('EXISTS', KEYS[2]) == 0 then return -2 end
@@ -46,13 +53,26 @@ return redis.call('HLEN', KEYS[1])
 _SET_STATE = """
 local current = redis.call('HGET', KEYS[1], 'state')
 if not current then return -1 end
-if #ARGV > 3 then
+if #ARGV > 4 then
   local allowed = false
-  for i = 4, #ARGV do if ARGV[i] == current then allowed = true end end
+  for i = 5, #ARGV do if ARGV[i] == current then allowed = true end end
   if not allowed then return 0 end
 end
 redis.call('HSET', KEYS[1], 'state', ARGV[1], ARGV[1] .. '_at', ARGV[2])
 if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'error', ARGV[3]) end
+local ttl = tonumber(redis.call('HGET', KEYS[1], 'retention') or ARGV[4])
+if #KEYS > 1 and ttl > 0 then
+  for i = 1, #KEYS do redis.call('EXPIRE', KEYS[i], ttl) end
+end
+return 1
+"""
+
+# An index entry whose job hash is gone (expired, deleted): drop it and any key of the
+# job written after its end (a late worker's stream or attempt), which has no TTL.
+_PRUNE = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+redis.call('ZREM', KEYS[1], ARGV[1])
+for i = 3, #KEYS do redis.call('DEL', KEYS[i]) end
 return 1
 """
 
@@ -67,15 +87,23 @@ return 1
 class RedisJobStore:
     """A `JobStore` on a Redis server."""
 
-    def __init__(self, client: redis.Redis, *, results_root: str | None = None) -> None:
-        """``results_root``: this process's results location, where jobs whose spec says
+    def __init__(self, client: redis.Redis, *,
+                 retention_seconds: int = DEFAULT_RETENTION_SECONDS,
+                 results_root: str | None = None) -> None:
+        """``retention_seconds``: kept by the jobs this store creates (0 = forever), and
+        applied to a job that ends without one recorded (created by an older inferq).
+        ``results_root``: this process's results location, where jobs whose spec says
         ``inputs="results"`` keep their chunk inputs (None: results go through Redis)."""
+        if retention_seconds < 0:
+            raise ValueError(f"retention_seconds={retention_seconds}: use 0 (keep) or more")
         self.redis = client
         self.results_root = results_root
         self._inputs: dict[str, ChunkInputs] = {}
+        self.retention_seconds = retention_seconds
         self._complete = client.register_script(_COMPLETE)
         self._set_state = client.register_script(_SET_STATE)
         self._set_counts = client.register_script(_SET_COUNTS)
+        self._prune = client.register_script(_PRUNE)
         self.evaluations: EvalStore = RedisEvalStore(client)
 
     @classmethod
@@ -87,7 +115,8 @@ class RedisJobStore:
         now = time.time()
         fields: dict[Any, Any] = {
             "state": JobState.VALIDATING, "validating_at": now, "total": total, "chunks": chunks,
-            "completed": 0, "failed": 0, "spec": json.dumps(spec.to_dict())}
+            "completed": 0, "failed": 0, "spec": json.dumps(spec.to_dict()),
+            "retention": self.retention_seconds}
         if spec.inputs != REDIS:
             fields["inputs"] = spec.inputs
         if not self.redis.hsetnx(key, "job_id", spec.job_id):
@@ -146,8 +175,11 @@ class RedisJobStore:
 
     def set_state(self, job_id: str, state: str, *, error: str = "",
                   only_from: Sequence[str] = ()) -> bool:
-        result = self._set_state(keys=[keys.job(job_id)],
-                                 args=[state, time.time(), error, *only_from])
+        ending = state in TERMINAL  # the job's state keys get its retention as TTL
+        chunks = int(self.redis.hget(keys.job(job_id), "chunks") or 0) if ending else 0
+        result = self._set_state(
+            keys=keys.job_keys(job_id, chunks) if ending else [keys.job(job_id)],
+            args=[state, time.time(), error, self.retention_seconds, *only_from])
         if result == -1:
             raise JobNotFound(job_id)
         return bool(result == 1)
@@ -209,13 +241,43 @@ class RedisJobStore:
             self.redis.delete(*(keys.isolation(job_id, c) for c in range(chunks)))
 
     def list_jobs(self, limit: int = 20) -> list[JobStatus]:
-        if limit <= 0:  # zrevrange's stop of -1 would mean "all"
-            return []
-        ids: Any = self.redis.zrevrange(keys.JOBS, 0, limit - 1)
-        out = []
-        for raw in ids:
-            try:
-                out.append(self.status(raw.decode()))
-            except JobNotFound:
-                continue
-        return out
+        """The ``limit`` newest jobs; ids whose job is gone are pruned on the way."""
+        out: list[JobStatus] = []
+        start = 0
+        while len(out) < limit:  # limit <= 0: nothing (zrevrange's stop of -1 = "all")
+            ids: Any = self.redis.zrevrange(keys.JOBS, start, start + limit - 1)
+            if not ids:
+                break
+            gone = []
+            for raw in ids:
+                try:
+                    out.append(self.status(raw.decode()))
+                except JobNotFound:
+                    gone.append(raw.decode())
+            start += len(ids) - self.prune(gone)
+        return out[:limit]
+
+    def prune(self, job_ids: Sequence[str]) -> int:
+        """Drop from the index the ids whose job hash is gone (expired or deleted), with
+        any key of theirs written after the job ended; how many were dropped."""
+        return sum(int(self._prune(keys=[keys.JOBS, *keys.job_keys(job_id, 0)], args=[job_id]))
+                   for job_id in job_ids)
+
+    def delete_job(self, job_id: str, *, results: bool = False) -> bool:
+        """Remove every key of the job's state and its index entry (with ``results``,
+        its parts and documents held in Redis too); False if there was no such job."""
+        chunks = int(self.redis.hget(keys.job(job_id), "chunks") or 0)
+        doomed = keys.job_keys(job_id, chunks)
+        if results:
+            doomed += keys.result_keys(job_id, chunks)
+        pipe = self.redis.pipeline()
+        pipe.delete(*doomed)
+        pipe.zrem(keys.JOBS, job_id)
+        deleted, _ = pipe.execute()
+        return bool(deleted)
+
+    def started_chunks(self, job_id: str) -> set[int]:
+        return {int(c) for c in self.redis.hkeys(keys.attempts(job_id))}
+
+    def touch_chunk(self, job_id: str, chunk: int) -> None:
+        self.redis.hincrby(keys.attempts(job_id), str(chunk), 0)

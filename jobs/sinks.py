@@ -197,6 +197,19 @@ class ParquetSink:
                 removed += 1
         return removed
 
+    def remove_job(self, job_id: str) -> int:
+        """Delete the job's parts of every kind and its documents (`inferq delete
+        --files`); how many of those folders existed. Evaluation runs stay: they are
+        their suite's history."""
+        removed = 0
+        for relative in (*(layout.part_dir(kind, job_id) for kind in KINDS),
+                         layout.document_dir(job_id)):
+            path = self.location(relative)
+            if self.fs.get_file_info(path).type == pafs.FileType.Directory:
+                self.fs.delete_dir(path)
+                removed += 1
+        return removed
+
     def part_chunks(self, job_id: str, kind: str = "results") -> list[int]:
         """Chunks whose part of ``kind`` is published."""
         selector = pafs.FileSelector(self.location(layout.part_dir(kind, job_id)),

@@ -12,7 +12,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from jobs.errors import JobNotFound
+from jobs.errors import ChunkInputMissing, JobNotFound
 from jobs.eval_store import EvalStore, MemoryEvalStore
 from jobs.lifecycle import STATES, TERMINAL, ChunkSummary, JobState, JobStatus
 from jobs.rows import InputRow, decode_chunk, encode_chunk
@@ -58,6 +58,15 @@ class JobStore(Protocol):
 
     def done_chunks(self, job_id: str) -> dict[int, ChunkSummary]: ...
 
+    def started_chunks(self, job_id: str) -> set[int]:
+        """Chunks a delivery has started (`start_attempt`) or a publisher took
+        (`touch_chunk`): a cancel leaves them to that delivery."""
+        ...
+
+    def touch_chunk(self, job_id: str, chunk: int) -> None:
+        """Mark ``chunk`` started without counting a delivery (the expiry runs nothing)."""
+        ...
+
     def chunk_done(self, job_id: str, chunk: int) -> bool: ...
 
     def load_isolation(self, job_id: str, chunk: int) -> dict[str, Any] | None:
@@ -83,6 +92,11 @@ class JobStore(Protocol):
     def drop_inputs(self, job_id: str) -> None: ...
 
     def list_jobs(self, limit: int = 20) -> list[JobStatus]: ...
+
+    def delete_job(self, job_id: str, *, results: bool = False) -> bool:
+        """Forget the job (with ``results``, its parts held by the store too); False if
+        there was no such job."""
+        ...
 
 
 class MemoryJobStore:
@@ -120,7 +134,7 @@ class MemoryJobStore:
         with self._lock:
             inputs: dict[int, dict[str, Any]] = self._job(job_id)["inputs"]
             if chunk not in inputs:
-                raise JobNotFound(f"{job_id} chunk {chunk} input")
+                raise ChunkInputMissing(job_id, chunk)
             return decode_chunk(inputs[chunk])
 
     def set_counts(self, job_id: str, *, total: int, chunks: int) -> None:
@@ -181,6 +195,18 @@ class MemoryJobStore:
     def chunk_done(self, job_id: str, chunk: int) -> bool:
         with self._lock:
             return chunk in self._job(job_id)["done"]
+
+    def started_chunks(self, job_id: str) -> set[int]:
+        with self._lock:
+            return set(self._job(job_id)["attempts"])
+
+    def touch_chunk(self, job_id: str, chunk: int) -> None:
+        with self._lock:
+            self._job(job_id)["attempts"].setdefault(chunk, 0)
+
+    def delete_job(self, job_id: str, *, results: bool = False) -> bool:
+        with self._lock:
+            return self._jobs.pop(job_id, None) is not None
 
     def load_isolation(self, job_id: str, chunk: int) -> dict[str, Any] | None:
         import copy

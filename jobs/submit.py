@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from jobs.errors import JobError, JobNotFound, JobStateError
+from jobs.fingerprint import fingerprint
 from jobs.lifecycle import JobState, finalize
 from jobs.mapping import InputMapping
 from jobs.readers import InputLimits, read_input
@@ -65,6 +66,7 @@ def submit_job(spec: JobSpec, input_path: str, store: JobStore, sink: PartSink,
     input_doc = {"input": Path(input_path).name,
                  "input_path": str(Path(input_path).resolve())} if keep_path else \
         {"input": spec.input_name or "-", "input_path": None}
+    input_doc |= fingerprint(input_path)  # reconcile refuses another file (jobs.fingerprint)
     sink.put_document(spec.job_id, "spec.json",
                       spec.to_dict() | input_doc | {"rows": total, "format": fmt,
                                                     "chunks": chunks}

@@ -84,7 +84,7 @@ def run_chunk_task(task: Task, job_id: str, chunk: int) -> dict[str, Any]:
     except (Exception, ChunkTimeLimitExceeded) as exc:  # the engine, Redis, the disk, a hang
         decision = rt.runner.decide(job_id, chunk, exc)
         if decision.verdict == Verdict.DROP:
-            log.warning("chunk %s of unknown job %s dropped", chunk, job_id)
+            log.warning("chunk %s of job %s dropped: %s", chunk, job_id, exc)  # says what
             return {"job_id": job_id, "chunk": chunk, "outcome": "gone"}
         if decision.verdict == Verdict.RETRY:
             log.exception("chunk %s of %s failed; retrying in %g s", chunk, job_id,

@@ -16,6 +16,7 @@ from jobs import (
     JobStateError,
     JobStatus,
     ParquetSink,
+    PartSink,
     RedisJobStore,
     RedisPartSink,
     manifest,
@@ -23,6 +24,7 @@ from jobs import (
 )
 from jobs.calibrate import DOCUMENT as CALIBRATION
 from jobs.calibrate import calibrate_job
+from jobs.cancel import cancel_job
 from jobs.mapping import InputMapping
 from worker.advertise import live_workers
 from worker.app import TASK, create_app
@@ -40,7 +42,8 @@ class Client:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.redis = redis.Redis.from_url(settings.broker_url)
-        self.store = RedisJobStore(self.redis, results_root=settings.inputs_root())
+        self.store = RedisJobStore(self.redis, results_root=settings.inputs_root(),
+                                   retention_seconds=settings.retention_seconds)
         root = "results" if settings.results_via_redis else settings.results_root()
         #: Where this process reads results (and, with results via Redis, collects them).
         self.sink = ParquetSink(root)
@@ -86,13 +89,15 @@ class Client:
                           check=None if queue_anyway else lambda: self.check_servable(spec))
 
     def cancel(self, job_id: str) -> JobStatus:
-        """Ask a job to stop; a job that has ended, or does not exist, is left as it is."""
-        if self.store.status(job_id).terminal:  # raises JobNotFound: no stray cancel key
-            return self.store.status(job_id)
-        self.store.request_cancel(job_id)
-        self.store.set_state(job_id, "cancelling",
-                             only_from=("validating", "queued", "in_progress"))
+        """Ask a job to stop and record the chunks no worker holds (`jobs.cancel`): it ends
+        ``cancelled`` once its running chunks stop, with or without workers. A job that
+        has ended is left as it is; an unknown one raises `JobNotFound`."""
+        cancel_job(self.store, self.sink_for_workers(), job_id)
         return self.store.status(job_id)
+
+    def sink_for_workers(self) -> PartSink:
+        """Where workers publish parts: this process's results root, or Redis."""
+        return RedisPartSink(self.redis) if self.settings.results_via_redis else self.sink
 
     def collect(self, job_id: str) -> int:
         """With results via Redis: move finished parts to the local results directory."""

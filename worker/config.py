@@ -65,6 +65,9 @@ class Settings:
     max_rows: int = 10_000_000                      #: rows in one job's input
     max_prompt_bytes: int = 1_000_000               #: a longer prompt -> "prompt_too_large"
     max_input_bytes: int = 10 * 2**30               #: size of one job's input file
+    #: INFERQ_RETENTION_SECONDS: how long an ended job's state stays in Redis, recorded
+    #: by each job when it is created (results on disk stay); 0 = until `inferq delete`
+    retention_seconds: int = 7 * 24 * 3600
 
     def __post_init__(self) -> None:
         check_broker_url(self.broker_url)
@@ -77,6 +80,9 @@ class Settings:
         if self.visibility_timeout <= self.chunk_time_limit:
             raise ValueError(f"visibility_timeout={self.visibility_timeout} must be above "
                              f"chunk_time_limit={self.chunk_time_limit}, or long chunks run twice")
+        if self.retention_seconds < 0:
+            raise ValueError(f"retention_seconds={self.retention_seconds} must be 0 (keep "
+                             "ended jobs) or more")
         if self.max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
         if self.inputs == "results" and self.results_via_redis:

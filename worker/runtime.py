@@ -55,7 +55,8 @@ class WorkerRuntime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.redis = redis.Redis.from_url(settings.broker_url)
-        self.store = RedisJobStore(self.redis, results_root=settings.inputs_root())
+        self.store = RedisJobStore(self.redis, results_root=settings.inputs_root(),
+                                   retention_seconds=settings.retention_seconds)
         self.sink = make_sink(settings, self.redis)
         self.backends = usable_backends(settings)
         self.catalog = Catalog.build(roots=settings.model_roots, catalog_file=settings.catalog,

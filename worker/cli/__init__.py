@@ -2,7 +2,7 @@
 
 One module per command group, each listing its commands in ``COMMANDS``:
 
-- ``jobs``: submit, run, status, jobs, cancel, results, tail, reconcile;
+- ``jobs``: submit, run, status, jobs, cancel, results, tail, reconcile, delete;
 - ``workers``: worker, workers, backends;
 - ``models``: models list / convert / fetch;
 - ``evals``: eval run / list / history / report, and beat;

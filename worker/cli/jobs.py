@@ -1,4 +1,4 @@
-"""Job commands: submit, run, status, jobs, cancel, results, tail, reconcile."""
+"""Job commands: submit, run, status, jobs, cancel, results, tail, reconcile, delete."""
 
 from __future__ import annotations
 
@@ -294,5 +294,32 @@ def reconcile(ctx: click.Context, job_id: str, input_path: str | None, as_json: 
                    f"{len(report.requeued)} requeued; state {report.state}")
 
 
+@click.command()
+@click.argument("job_id", callback=check_job_id)
+@click.option("--files", is_flag=True,
+              help="Also remove its results, metrics parts and documents under the results root.")
+@click.option("--force", is_flag=True,
+              help="Delete a job that has not ended: cancel it and delete at once.")
+@click.pass_context
+def delete(ctx: click.Context, job_id: str, files: bool, force: bool) -> None:
+    """Delete a job's Redis state (its results stay unless --files); a job that has not
+    ended is refused: cancel it first, or --force."""
+    from jobs.delete import delete_job  # on use: the command line loads no more than it runs
+
+    client = client_of(ctx)
+    try:
+        if not files:
+            client.collect(job_id)  # results through Redis: keep them, under the results
+        report = delete_job(client.store, client.sink, job_id, files=files, force=force)
+    except JobNotFound as exc:
+        fail(str(exc), 2)
+    except JobError as exc:
+        fail(str(exc), 1)
+    removed = f"; {report.files} results folder(s) removed" if files else \
+        f"; results kept under {client.sink.location()}"
+    click.echo(f"{job_id} deleted{' (' + report.state + ')' if report.state else ''}{removed}")
+
+
 #: The commands this module adds to `inferq`.
-COMMANDS = [submit, run, status, jobs, cancel, results, tail, reconcile]
+COMMANDS = [submit, run, status, jobs, cancel, results, tail, reconcile, delete]
+
