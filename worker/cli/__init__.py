@@ -7,7 +7,8 @@ One module per command group, each listing its commands in ``COMMANDS``:
 - ``models``: models list / convert / fetch;
 - ``evals``: eval run / list / history / report, and beat;
 - ``config``: config check (and the checks it makes);
-- ``serve``: serve, the OpenAI Batch API (`worker.server`).
+- ``serve``: serve, the OpenAI Batch API (`worker.server`);
+- ``exporter``: exporter, the Prometheus metrics (`worker.metrics`).
 
 Shared by them: ``context`` (settings, client, exit codes, Redis errors as one line),
 ``options`` (the spec options of submit and run), ``view`` (tables, JSON, progress),
@@ -21,7 +22,7 @@ from importlib.metadata import version
 
 import click
 
-from worker.cli import config, evals, jobs, models, serve, workers
+from worker.cli import config, evals, exporter, jobs, models, serve, workers
 from worker.cli.context import MainGroup
 
 __all__ = ["main"]
@@ -40,6 +41,6 @@ def main(ctx: click.Context, config: str | None, broker_url: str | None,
     ctx.ensure_object(dict).update(config=config, broker_url=broker_url, results=results)
 
 
-for _group in (jobs, workers, models, evals, config, serve):
+for _group in (jobs, workers, models, evals, config, serve, exporter):
     for _command in _group.COMMANDS:
         main.add_command(_command)

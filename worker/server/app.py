@@ -14,8 +14,9 @@ from fastapi import FastAPI
 from jobs.expire import Sweeper
 from worker.client import Client
 from worker.config import Settings
+from worker.metrics import metrics_registry
 from worker.runtime import make_sink
-from worker.server import batches, errors, files, models
+from worker.server import batches, errors, files, metrics, models
 from worker.server.settings import ServerSettings
 
 log = logging.getLogger("inferq.serve")
@@ -62,8 +63,9 @@ def create_app(settings: Settings, server: ServerSettings | None = None) -> Fast
     app.state.server = server
     app.state.files = the_files
     app.state.batches = the_batches
+    app.state.metrics = metrics_registry(client.redis)
     errors.install(app)
-    for module in (files, batches, models):
+    for module in (files, batches, models, metrics):
         app.include_router(module.router)
     return app
 
