@@ -6,7 +6,8 @@ set -euo pipefail
 PYTHON=${PYTHON:-python3}
 # System packages the tests use: redis-server (every queue test starts its own),
 # chromium (the evaluation report is checked in a headless browser) and jq (the
-# README's shell pipes are run as written).
+# README's shell pipes are run as written). Not podman: the container check
+# (tests/test_containers.py) is opt-in, INFERQ_CONTAINER_CHECK=1, see docs/deploy.md.
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
