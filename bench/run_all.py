@@ -95,6 +95,9 @@ def compose(old_page: str, fresh: dict[str, str], when: str) -> str:
         else:
             body = f"Not run yet: `python -m bench.{module}`."
         out.append(f"## {title}\n\n{body}")
+    # Sections no benchmark here writes (the container images' figures) stay, in order.
+    titles = {title for _, title in BENCHES}
+    out += [f"## {title}\n\n{body}" for title, body in old.items() if title not in titles]
     return "\n\n".join(out) + "\n"
 
 

@@ -32,6 +32,14 @@ def test_a_rerun_replaces_the_figures_and_keeps_the_reading_and_other_sections()
         assert "run 2026-01-01" in new[title]
 
 
+def test_a_rerun_keeps_a_section_no_benchmark_writes():
+    first = compose("", {m: f"| {m} | 1.00x |" for m, _ in BENCHES}, "2026-01-01")
+    first += "\n## Container images\n\n`docker/check` — image size 1 GB\n"
+    second = compose(first, {"bench_llama": "| bench_llama | 2.00x |"}, "2026-02-02")
+    assert sections(second)["Container images"] == "`docker/check` — image size 1 GB"
+    assert list(sections(second))[-1] == "Container images"
+
+
 def test_only_takes_names_with_or_without_the_bench_prefix():
     from bench.run_all import resolve
 
