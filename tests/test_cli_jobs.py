@@ -128,10 +128,30 @@ def test_status_table_shows_state_counts_speed_and_a_row_per_backend(finished):
     assert lines[1].split() == ["state", "completed"]
     assert lines[2].split() == ["rows", "30/30", "done:", "27", "completed,", "3", "failed"]
     assert lines[3].split() == ["chunks", "4/4"]
-    assert lines[4].startswith("speed") and lines[4].endswith("rows/s")
+    assert lines[4].startswith("tokens") and lines[4].endswith("tokens/s)")
+    prompt_tokens = json.loads(inferq(finished.redis_url, finished.results, "status",
+                                      finished.classify, "--json").stdout)["tokens"]["prompt"]
+    assert lines[4].split()[1:4] == [f"{prompt_tokens:,}", "prompt,", "0"] and prompt_tokens
+    assert lines[5].startswith("speed") and lines[5].endswith("rows/s")
+    assert lines[6].split() == ["eta", "—", "(ended)"]
     header = lines.index("BACKEND  ROWS  ERRORS  PROMPT TOK  GEN TOK  PREFILL TOK/S  "
                          "DECODE TOK/S")
     assert [line.split()[:3] for line in lines[header + 1:]] == [["fake", "30", "3"]]
+
+
+@pytest.mark.slow
+def test_status_of_a_job_not_started_says_its_speed_and_eta_are_unknown(finished):
+    job_id = submitted(inferq(finished.redis_url, finished.results, "submit", "classify",
+                              str(finished.tmp / "in.jsonl"), "--model", "nobody-serves-it",
+                              "--labels", LABELS, "--queue-anyway"))
+    out = inferq(finished.redis_url, finished.results, "status", job_id)
+    lines = out.stdout.splitlines()
+    assert lines[1].split() == ["state", "queued"]
+    assert lines[4].split() == ["tokens", "0", "prompt,", "0", "generated"]
+    assert lines[5].split() == ["speed", "—"] and lines[6].split() == ["eta", "—"]
+    status = json.loads(inferq(finished.redis_url, finished.results, "status", job_id,
+                               "--json").stdout)
+    assert status["eta_seconds"] is None and status["tokens_per_sec"] is None
 
 
 def test_status_of_an_unknown_job_exits_2_naming_it(redis_url, tmp_path):

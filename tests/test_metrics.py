@@ -119,7 +119,18 @@ def test_the_exporter_counts_queued_reserved_and_in_flight_chunks_and_the_work_d
                      host=json.loads(client.get(keys.worker("w-metrics")))["host"]) == 1
         assert value(running, "inferq_jobs", state="in_progress") == 1
 
+        # Once a chunk is recorded and others are left, status has a rate and an ETA.
         out = inferq(redis_url, results, "status", job_id, "--json")
+        while json.loads(out.stdout)["chunks_done"] < 1:
+            assert time.monotonic() < deadline + 60, out.stdout
+            out = inferq(redis_url, results, "status", job_id, "--json")
+        status = json.loads(out.stdout)
+        assert status["state"] == "in_progress" and status["rows_per_sec"] > 0, status
+        assert status["eta_seconds"] == pytest.approx(
+            (20 - status["request_counts"]["completed"] - status["request_counts"]["failed"])
+            / status["rows_per_sec"], rel=0.2)
+        table = inferq(redis_url, results, "status", job_id).stdout
+        assert "eta       0:00:" in table, table
         deadline = time.monotonic() + 120
         while json.loads(out.stdout)["state"] != "completed":
             assert time.monotonic() < deadline, out.stdout
@@ -163,6 +174,7 @@ def test_serve_exposes_the_same_metrics_without_an_api_key(redis_url, tmp_path):
         with pytest.raises(urllib.error.HTTPError) as refused:  # the API still wants its key
             urllib.request.urlopen(f"{server.url}/v1/models", timeout=5)
         assert refused.value.code == 401
+        refused.value.close()
         served = scrape(f"{server.url}/metrics")
         with exporter(redis_url, tmp_path / "exporter.log") as url:
             exported = scrape(url)

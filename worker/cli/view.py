@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from jobs import JobStatus
+from jobs.progress import job_progress
 
 
 def print_json(data: object, *, err: bool = False) -> None:
@@ -32,23 +33,33 @@ def duration(seconds: float) -> str:
 
 def throughput(status: JobStatus) -> float:
     """Rows per second since the job went in progress (0 before)."""
-    started = status.timestamps.get("in_progress_at")
-    if not started or not status.done_rows:
-        return 0.0
-    ended = max((status.timestamps.get(f"{s}_at", 0.0) for s in
-                 ("completed", "failed", "expired", "cancelled")), default=0.0)
-    elapsed = (ended or time.time()) - started
-    return status.done_rows / elapsed if elapsed > 0 else 0.0
+    return job_progress(status, time.time()).rows_per_sec or 0.0
+
+
+#: Shown for a rate or an ETA that is not known yet.
+UNKNOWN = "—"
 
 
 def status_dict(status: JobStatus) -> dict[str, Any]:
-    return asdict(status) | {"rows_per_sec": throughput(status),
+    pace = job_progress(status, time.time())
+    return asdict(status) | {"rows_per_sec": pace.rows_per_sec or 0.0,
                              "request_counts": {"total": status.total,
                                                 "completed": status.completed,
-                                                "failed": status.failed}}
+                                                "failed": status.failed},
+                             "tokens": {"prompt": pace.prompt_tokens,
+                                        "generated": pace.generated_tokens},
+                             "tokens_per_sec": pace.tokens_per_sec,
+                             "eta_seconds": pace.eta_seconds}
+
+
+def _eta(status: JobStatus, seconds: float | None) -> str:
+    if status.terminal:
+        return f"{UNKNOWN} (ended)"
+    return duration(seconds) if seconds is not None else UNKNOWN
 
 
 def show_status(status: JobStatus) -> None:
+    pace = job_progress(status, time.time())
     click.echo(f"job       {status.job_id}")
     click.echo(f"state     {status.state}" + (f"  ({status.error})" if status.error else ""))
     click.echo(f"rows      {status.done_rows:,}/{status.total:,} done: "
@@ -56,9 +67,11 @@ def show_status(status: JobStatus) -> None:
     click.echo(f"chunks    {status.chunks_done:,}/{status.chunks:,}")
     if status.alert:
         click.echo(f"alert     {status.alert}")
-    rate = throughput(status)
-    if rate:
-        click.echo(f"speed     {rate:,.1f} rows/s")
+    click.echo(f"tokens    {pace.prompt_tokens:,} prompt, {pace.generated_tokens:,} generated"
+               + (f"  ({pace.tokens_per_sec:,.1f} tokens/s)" if pace.tokens_per_sec else ""))
+    click.echo("speed     " + (f"{pace.rows_per_sec:,.1f} rows/s" if pace.rows_per_sec
+                               else UNKNOWN))
+    click.echo(f"eta       {_eta(status, pace.eta_seconds)}")
     if status.metrics:
         rows = []
         for backend, m in sorted(status.metrics.items()):
