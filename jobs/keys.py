@@ -36,6 +36,20 @@ job's store next meets it gone; `job_keys` lists them, `result_keys` the others.
                                                     is validating (a stale lease is resumed)
     inferq:batch:<id>                        hash   such a batch's create request (JSON) and
                                                     cancelling_at, until its job exists
+    inferq:feed:queues                       set    queues the feeder serves (jobs/feeder.py)
+    inferq:feed:q:<queue>:waiting            zset   job id -> (priority band, turn): jobs with
+                                                    chunks not yet fed to <queue>
+    inferq:feed:q:<queue>:inflight           zset   "<job id> <chunk>" -> fed at: fed, not settled
+    inferq:feed:q:<queue>:sending            zset   "<job id> <chunk>" -> claimed at: claimed,
+                                                    not yet known to be on the Celery queue
+    inferq:feed:turns                        string counter: round-robin turns
+    inferq:feed:depth                        hash   queue -> chunks to keep fed (set by the lead)
+    inferq:feed:job:<id>                     hash   queue, next (cursor), priority, inflight,
+                                                    and the job's own key names
+    inferq:feed:dropped                      set    cancelled jobs whose unfed chunks are to
+                                                    be recorded cancelled
+    inferq:feed:lease                        string the feeder's periodic pass: its holder
+                                                    (expires: another process takes over)
 """
 
 from __future__ import annotations
@@ -105,6 +119,30 @@ def pending_batch(job_id: str) -> str:
     return f"{PREFIX}:batch:{job_id}"
 
 ALERTS = f"{PREFIX}:alerts"
+
+FEED_QUEUES = f"{PREFIX}:feed:queues"
+FEED_TURNS = f"{PREFIX}:feed:turns"
+FEED_DEPTH = f"{PREFIX}:feed:depth"
+FEED_DROPPED = f"{PREFIX}:feed:dropped"
+FEED_LEASE = f"{PREFIX}:feed:lease"
+#: `feed_job` is this prefix and the job id (the feeder's Lua builds it from a member).
+FEED_JOB_PREFIX = f"{PREFIX}:feed:job:"
+
+
+def feed_job(job_id: str) -> str:
+    return f"{FEED_JOB_PREFIX}{job_id}"
+
+
+def feed_waiting(queue: str) -> str:
+    return f"{PREFIX}:feed:q:{queue}:waiting"
+
+
+def feed_inflight(queue: str) -> str:
+    return f"{PREFIX}:feed:q:{queue}:inflight"
+
+
+def feed_sending(queue: str) -> str:
+    return f"{PREFIX}:feed:q:{queue}:sending"
 
 
 def eval_latest(suite: str) -> str:

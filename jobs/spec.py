@@ -30,6 +30,8 @@ JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}\Z")
 _OPTION_FIELDS = {f.name for f in dataclasses.fields(GenerateOptions)}
 #: `JobSpec.calibrate` methods (jobs/calibrate.py says what each does).
 CALIBRATIONS = ("none", "length", "contextual", "batch")
+#: `JobSpec.priority` bounds: the feeder feeds a higher priority first (jobs/feeder.py).
+MIN_PRIORITY, MAX_PRIORITY = -100, 100
 #: Labels a job may score at most, unless the submitter's setting says otherwise
 #: (``INFERQ_MAX_LABELS``): each label costs a decode per chunk.
 MAX_LABELS = 1_000
@@ -76,6 +78,9 @@ class JobSpec:
     #: Where the chunk inputs live (`jobs.inputs`): "" = Redis, "results" = under the
     #: results root, else an absolute path or pyarrow URI. Set at submit from the settings.
     inputs: str = ""
+    #: The feeder feeds a queue's waiting jobs of higher priority first, round-robin
+    #: within one (jobs/feeder.py); MIN_PRIORITY to MAX_PRIORITY, 0 = normal.
+    priority: int = 0
     version: int = SPEC_VERSION
 
     def __post_init__(self) -> None:
@@ -93,6 +98,9 @@ class JobSpec:
         if self.op == "generate" and self.options.labels:
             raise InvalidJobSpec("labels", "labels apply to classify jobs only")
         self._check_classify_fields()
+        if type(self.priority) is not int or not MIN_PRIORITY <= self.priority <= MAX_PRIORITY:
+            raise InvalidJobSpec("priority", f"{self.priority!r}; use a whole number from "
+                                 f"{MIN_PRIORITY} to {MAX_PRIORITY} (0 = normal, higher first)")
         if self.inputs != "":
             try:
                 check_location(self.inputs)
@@ -128,7 +136,8 @@ class JobSpec:
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         if data["calibrate"] == "none":
             del data["calibrate"]  # readable by workers that predate calibration
-        for name, empty in (("content_free", None), ("label_priors", {}), ("inputs", "")):
+        for name, empty in (("content_free", None), ("label_priors", {}), ("inputs", ""),
+                            ("priority", 0)):
             if data[name] == empty:
                 del data[name]  # readable by workers that predate the field
         data["options"] = {name: _plain(getattr(self.options, name)) for name in _OPTION_FIELDS}

@@ -10,6 +10,7 @@ from celery import Celery, Task, signals
 
 from jobs import JOB_ID, PERMANENT, Verdict
 from worker.config import Settings
+from worker.feeding import FeedLoop, chunk_sender, top_up
 from worker.timelimit import ChunkTimeLimitExceeded, time_limit
 
 log = logging.getLogger("inferq.worker")
@@ -85,6 +86,7 @@ def run_chunk_task(task: Task, job_id: str, chunk: int) -> dict[str, Any]:
         decision = rt.runner.decide(job_id, chunk, exc)
         if decision.verdict == Verdict.DROP:
             log.warning("chunk %s of job %s dropped: %s", chunk, job_id, exc)  # says what
+            top_up(rt.feeder, chunk_sender(task.app), job_id, chunk)
             return {"job_id": job_id, "chunk": chunk, "outcome": "gone"}
         if decision.verdict == Verdict.RETRY:
             log.exception("chunk %s of %s failed; retrying in %g s", chunk, job_id,
@@ -94,6 +96,7 @@ def run_chunk_task(task: Task, job_id: str, chunk: int) -> dict[str, Any]:
             log.exception("chunk %s of %s failed: %s", chunk, job_id, decision.reason)
         report = rt.runner.fail_chunk(job_id, chunk, decision.reason)
     rt.record(report)
+    top_up(rt.feeder, chunk_sender(task.app), job_id, chunk)  # its queue's next chunk, fairly
     return {"job_id": job_id, "chunk": chunk, "outcome": report.outcome,
             "rows": report.rows, "errors": report.errors}
 
@@ -106,6 +109,9 @@ def _register_task(app: Celery, settings: Settings) -> None:
     def _advertise(sender: Any = None, **_: Any) -> None:
         rt = runtime(settings)
         rt.heartbeat.start()
+        rt.feed_loop = FeedLoop(settings, rt.redis, rt.feeder, chunk_sender(app), rt.store,
+                                rt.sink)
+        rt.feed_loop.start()
         log.info("worker %s serving %s", settings.worker_name, ", ".join(rt.queues))
 
     @signals.worker_shutdown.connect(weak=False)  # type: ignore[untyped-decorator]

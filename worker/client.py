@@ -27,8 +27,9 @@ from jobs.calibrate import calibrate_job
 from jobs.cancel import cancel_job
 from jobs.mapping import InputMapping
 from worker.advertise import live_workers
-from worker.app import TASK, create_app
+from worker.app import create_app
 from worker.config import Settings
+from worker.feeding import chunk_sender, make_feeder
 from worker.routing import queue_for
 
 
@@ -48,6 +49,7 @@ class Client:
         #: Where this process reads results (and, with results via Redis, collects them).
         self.sink = ParquetSink(root)
         self._app: Any = None
+        self.feeder = make_feeder(settings, self.redis)
 
     @property
     def app(self) -> Any:
@@ -75,18 +77,23 @@ class Client:
                mapping: InputMapping | None = None, keep_path: bool = True) -> JobStatus:
         """Validate the input, check a live worker serves the job (unless
         ``queue_anyway``), then store and enqueue it; ``limits`` None = the settings'
-        input limits; ``mapping`` and ``keep_path`` as for `jobs.submit_job`."""
+        input limits; ``mapping`` and ``keep_path`` as for `jobs.submit_job`. The job's
+        chunks go to the feeder, which sends the first ones now."""
         queue = queue_for(spec)
         if not spec.inputs:  # where the workers will read the chunk inputs from
             spec = dataclasses.replace(spec, inputs=self.settings.inputs_location())
 
-        def enqueue(job_id: str, chunk: int) -> None:
-            self.app.send_task(TASK, args=[job_id, chunk], queue=queue)
+        status = submit_job(spec, input_path, self.store, self.sink,
+                            self.feeder.enqueue_for(queue, spec.priority), fmt=fmt,
+                            limits=limits or self.settings.input_limits(), mapping=mapping,
+                            keep_path=keep_path,
+                            check=None if queue_anyway else lambda: self.check_servable(spec))
+        self.feed(queue)  # the first window now: the job starts without waiting for a pass
+        return status
 
-        return submit_job(spec, input_path, self.store, self.sink, enqueue, fmt=fmt,
-                          limits=limits or self.settings.input_limits(), mapping=mapping,
-                          keep_path=keep_path,
-                          check=None if queue_anyway else lambda: self.check_servable(spec))
+    def feed(self, queue: str) -> list[tuple[str, int]]:
+        """Top ``queue`` up to its depth (jobs/feeder.py); the chunks sent."""
+        return self.feeder.feed(queue, chunk_sender(self.app))
 
     def cancel(self, job_id: str) -> JobStatus:
         """Ask a job to stop and record the chunks no worker holds (`jobs.cancel`): it ends

@@ -65,6 +65,12 @@ class Settings:
     max_rows: int = 10_000_000                      #: rows in one job's input
     max_prompt_bytes: int = 1_000_000               #: a longer prompt -> "prompt_too_large"
     max_input_bytes: int = 10 * 2**30               #: size of one job's input file
+    #: INFERQ_FEED_DEPTH: chunks kept fed to a queue (on it or running) per live worker
+    #: process consuming it (jobs/feeder.py); a new job waits about this many chunk-times
+    feed_depth: int = 2
+    #: INFERQ_FEED_LEASE_SECONDS: the feeder's lease; a dead lead's pass resumes
+    #: elsewhere after it, and a claim not sent for this long is resent
+    feed_lease_seconds: float = 15.0
     #: INFERQ_RETENTION_SECONDS: how long an ended job's state stays in Redis, recorded
     #: by each job when it is created (results on disk stay); 0 = until `inferq delete`
     retention_seconds: int = 7 * 24 * 3600
@@ -85,6 +91,9 @@ class Settings:
                              "ended jobs) or more")
         if self.max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
+        if self.feed_depth < 1 or self.feed_lease_seconds <= 0:
+            raise ValueError(f"feed_depth={self.feed_depth!r} must be at least 1 and "
+                             f"feed_lease_seconds={self.feed_lease_seconds!r} positive")
         if self.inputs == "results" and self.results_via_redis:
             raise ValueError("inputs=results needs a results root shared by every worker, "
                              "but results=redis; use inputs=redis, or a URI every worker "

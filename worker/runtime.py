@@ -15,6 +15,7 @@ from jobs import ChunkReport, ChunkRunner, ParquetSink, PartSink, RedisJobStore,
 from worker.advertise import Heartbeat
 from worker.catalog import Catalog
 from worker.config import Settings
+from worker.feeding import FeedLoop, make_feeder
 from worker.models import ModelCache
 from worker.provenance import WorkerProvenance
 from worker.routing import worker_queues
@@ -75,6 +76,8 @@ class WorkerRuntime:
         self.counters = Counters()
         self.heartbeat = Heartbeat(self.redis, settings.worker_name, self.describe,
                                    settings.heartbeat_seconds)
+        self.feeder = make_feeder(settings, self.redis)
+        self.feed_loop: FeedLoop | None = None  #: started with the Celery app's sender
 
     def describe(self) -> dict[str, Any]:
         current = self.runner.current
@@ -85,6 +88,7 @@ class WorkerRuntime:
             "loaded": self.models.loaded(),
             "current": f"{current[0]}:{current[1]}" if current else "",
             "counters": vars(self.counters), "results": self.settings.results,
+            "concurrency": self.settings.concurrency,  # the feeder's depth per process
         }
 
     def record(self, report: ChunkReport) -> None:
@@ -94,5 +98,7 @@ class WorkerRuntime:
         self.counters.errors += report.errors
 
     def close(self) -> None:
+        if self.feed_loop is not None:
+            self.feed_loop.stop()
         self.heartbeat.stop()
         self.models.close()

@@ -269,21 +269,19 @@ def tail(ctx: click.Context, job_id: str, timeout: float | None) -> None:
 @click.pass_context
 def reconcile(ctx: click.Context, job_id: str, input_path: str | None, as_json: bool) -> None:
     """Rebuild a job's Redis state from its spec and parts on disk, and finish it."""
-    from worker.app import TASK  # on use: Celery (start-up time)
-
     client = client_of(ctx)
     try:
         spec_doc = client.sink.read_document(job_id, "spec.json")
     except FileNotFoundError:
         where = client.sink.location(layout.document(job_id, "spec.json"))
         fail(f"no spec.json for {job_id} at {where}", 2)
-    queue = queue_for(spec_from_document(spec_doc))
-
-    def enqueue(job: str, chunk: int) -> None:
-        client.app.send_task(TASK, args=[job, chunk], queue=queue)
-
+    spec = spec_from_document(spec_doc)
+    queue = queue_for(spec)
+    # Missing chunks go back through the feeder (its cursor rewound; recorded ones skipped).
+    enqueue = client.feeder.enqueue_for(queue, spec.priority)
     try:
         report = reconcile_job(job_id, client.store, client.sink, enqueue, input_path=input_path)
+        client.feed(queue)
     except JobError as exc:
         fail(str(exc), 2)
     if as_json:
@@ -322,4 +320,3 @@ def delete(ctx: click.Context, job_id: str, files: bool, force: bool) -> None:
 
 #: The commands this module adds to `inferq`.
 COMMANDS = [submit, run, status, jobs, cancel, results, tail, reconcile, delete]
-

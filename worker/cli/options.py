@@ -60,6 +60,9 @@ def job_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--stop", multiple=True, help="Stop string (repeatable)."),
         click.option("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, show_default=True,
                      help="Rows per chunk (one queue message each)."),
+        click.option("--priority", type=int, default=0, show_default=True,
+                     help="Feed this job's chunks before those of lower priority waiting "
+                     "for the same workers (-100 to 100; round-robin within one)."),
         click.option("--deadline", default=None,
                      help="Expire unfinished rows after this long (e.g. 2h)."),
         click.option("--format", "fmt", default=None,
@@ -155,5 +158,6 @@ def build_spec(kw: dict[str, Any]) -> JobSpec:
     return JobSpec(op=kw["op"], model=kw["model_id"], backend=kw["backend"], options=options,
                    calibrate=kw["calibrate"], label_priors=parse_priors(kw["priors"]),
                    chunk_size=kw["chunk_size"], metadata=metadata, created_at=now,
+                   priority=kw["priority"],
                    deadline=now + parse_duration(kw["deadline"]) if kw["deadline"] else None,
                    input_name=STDIN_NAME if kw["input"] == STDIN else kw["input"], **extra)
