@@ -13,6 +13,7 @@
     chunk_size = 256
     options = { max_tokens = 16 }
     alerts = { min_score = 0.8, max_drop = 0.05 }    # also significance = 0.05, confirm
+    priority = 10                                  # fed before lower ones (default 0)
 
 A mistake rejects the whole file with the file, the line and what is wrong.
 """
@@ -31,11 +32,11 @@ from jobs.errors import InvalidJobSpec, JobError
 from jobs.mapping import InputMapping
 from jobs.readers import read_input
 from jobs.scorers import make_scorer
-from jobs.spec import NAME, OPS, JobSpec, options_from_dict
+from jobs.spec import MAX_PRIORITY, MIN_PRIORITY, NAME, OPS, JobSpec, options_from_dict
 
 _MAPPING_KEYS = ("template", "system", "id_column", "expected_column")
 _KEYS = {"models", "dataset", "op", "labels", "scorer", "every", "schedule", "chunk_size",
-         "options", "alerts", "calibrate", "priors", *_MAPPING_KEYS}
+         "options", "alerts", "calibrate", "priors", "priority", *_MAPPING_KEYS}
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -73,6 +74,7 @@ class Suite:
     mapping: InputMapping = field(default_factory=InputMapping)  #: how dataset rows are read
     calibrate: str = "none"             #: classify calibration (jobs/calibrate.py)
     label_priors: dict[str, float] = field(default_factory=dict)
+    priority: int = 0                   #: its runs' `JobSpec.priority`
 
     def evaluation(self, slot: float | None) -> dict[str, Any]:
         """The ``evaluation`` part of each run's job spec."""
@@ -147,10 +149,14 @@ def _suite(path: str, text: str, base: Path, name: str, table: object,
     chunk_size = table.get("chunk_size", 256)
     if not isinstance(chunk_size, int) or chunk_size < 1:
         raise fail("chunk_size", f"{chunk_size!r} must be a positive integer")
+    priority = table.get("priority", 0)
+    if type(priority) is not int or not MIN_PRIORITY <= priority <= MAX_PRIORITY:
+        raise fail("priority", f"{priority!r} must be a whole number from {MIN_PRIORITY} to "
+                   f"{MAX_PRIORITY} (0 = normal, higher is fed first)")
     return Suite(name=name, models=_targets(table["models"], fail), dataset=dataset, op=op,
                  scorer=scorer, scorer_options=scorer_options, options=options, every=every,
                  schedule=schedule, chunk_size=chunk_size, alerts=_alerts(table, fail),
-                 mapping=mapping, **_calibration(table, op, fail))
+                 mapping=mapping, priority=priority, **_calibration(table, op, fail))
 
 
 Fail = Callable[[str | None, str], SuiteError]

@@ -62,7 +62,8 @@ def run_specs(suite: Suite, slot: float | None = None) -> list[JobSpec]:
                     chunk_size=suite.chunk_size, metadata={"suite": suite.name},
                     evaluation=suite.evaluation(slot), input_name=suite.dataset,
                     created_at=now, calibrate=suite.calibrate, content_free=content_free,
-                    label_priors=suite.label_priors) for t in suite.models]
+                    label_priors=suite.label_priors, priority=suite.priority)
+            for t in suite.models]
 
 
 def submit_suite(client: Any, suite: Suite, *, slot: float | None = None,

@@ -52,7 +52,8 @@ def judge_spec(suite: Suite, request: dict[str, Any]) -> JobSpec:
                    options=GenerateOptions(max_tokens=JUDGE_MAX_TOKENS, temperature=0.0),
                    chunk_size=suite.chunk_size,
                    metadata={"suite": suite.name, "judges": request["job_id"]},
-                   evaluation=evaluation, input_name=suite.dataset, created_at=time.time())
+                   evaluation=evaluation, input_name=suite.dataset, created_at=time.time(),
+                   priority=suite.priority)
 
 
 def write_judge_input(client: Any, suite: Suite, job_id: str, path: str) -> int:
