@@ -99,6 +99,9 @@ class RedisJobStore:
         self.redis = client
         self.results_root = results_root
         self._inputs: dict[str, ChunkInputs] = {}
+        #: Where the jobs this store created keep their inputs: a submit stores thousands
+        #: of chunks without asking Redis each time (bounded: `inferq serve` lives long).
+        self._created: dict[str, str] = {}
         self.retention_seconds = retention_seconds
         self._complete = client.register_script(_COMPLETE)
         self._set_state = client.register_script(_SET_STATE)
@@ -121,6 +124,9 @@ class RedisJobStore:
             fields["inputs"] = spec.inputs
         if not self.redis.hsetnx(key, "job_id", spec.job_id):
             return False
+        if len(self._created) >= 1024:
+            self._created.clear()
+        self._created[spec.job_id] = spec.inputs
         pipe = self.redis.pipeline()
         pipe.hset(key, mapping=fields)
         pipe.zadd(keys.JOBS, {spec.job_id: spec.created_at})
@@ -136,8 +142,10 @@ class RedisJobStore:
     def inputs_of(self, job_id: str) -> ChunkInputs:
         """Where the job's chunk inputs live, as its spec recorded (``inputs`` in the
         job's hash; absent = Redis, as for every job before the setting)."""
-        raw: Any = self.redis.hget(keys.job(job_id), "inputs")
-        location = raw.decode() if raw else REDIS
+        location = self._created.get(job_id)
+        if location is None:
+            raw: Any = self.redis.hget(keys.job(job_id), "inputs")
+            location = raw.decode() if raw else REDIS
         if location not in self._inputs:
             self._inputs[location] = inputs_at(location, redis=self.redis,
                                                results_root=self.results_root)
@@ -266,6 +274,7 @@ class RedisJobStore:
     def delete_job(self, job_id: str, *, results: bool = False) -> bool:
         """Remove every key of the job's state and its index entry (with ``results``,
         its parts and documents held in Redis too); False if there was no such job."""
+        self._created.pop(job_id, None)  # a job created again under this id may differ
         chunks = int(self.redis.hget(keys.job(job_id), "chunks") or 0)
         doomed = keys.job_keys(job_id, chunks)
         if results:

@@ -418,7 +418,8 @@ def test_reconcile_rereads_a_templated_input_as_submission_read_it(queue):
     client.zrem("inferq:jobs", job)  # Redis lost the job: only spec.json is left
     done = queue.inferq("reconcile", job)
     assert done.returncode == 0, err(done)
-    (rows,) = [RedisJobStore(client).get_chunk_input(job, 0)]
+    store = RedisJobStore(client, results_root=str(queue.results))  # inputs under results
+    (rows,) = [store.get_chunk_input(job, 0)]
     assert [r.custom_id for r in rows] == [i for i, _, _ in REVIEWS]
     assert [[m.content for m in r.messages] for r in rows] == [
         ["Be brief.", f"Review: {t}"] for _, t, _ in REVIEWS]

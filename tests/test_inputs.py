@@ -75,7 +75,7 @@ class TestChunkInputsContract:
 
     def test_a_chunk_never_stored_raises_job_not_found_naming_it(self, place):
         place.put("job-1", 0, ROWS)
-        with pytest.raises(JobNotFound, match="job-1 chunk 3 input"):
+        with pytest.raises(JobNotFound, match="job 'job-1' has no input for chunk 3 in"):
             place.get("job-1", 3)
 
     def test_drop_removes_every_chunk_of_the_job_and_no_other_job(self, place):
