@@ -24,10 +24,12 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from inference import ModelLoadError
-from jobs.errors import InvalidJobSpec, JobNotFound
+from jobs.errors import InputLocationError, InvalidJobSpec, JobNotFound
 
-#: Errors that no retry can mend: the chunk's rows become error rows at once.
-PERMANENT: tuple[type[BaseException], ...] = (ModelLoadError, InvalidJobSpec)
+#: Errors that no retry can mend: the chunk's rows become error rows at once (or, when
+#: this worker cannot even read the rows, `InputLocationError`, the job fails saying why).
+PERMANENT: tuple[type[BaseException], ...] = (ModelLoadError, InvalidJobSpec,
+                                              InputLocationError)
 
 
 class Verdict(StrEnum):

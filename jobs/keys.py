@@ -2,11 +2,14 @@
 
     inferq:jobs                              zset   job id -> created_at (recent jobs)
     inferq:job:<id>                          hash   state, <state>_at timestamps, total,
-                                                    completed, failed, chunks, spec, error
+                                                    completed, failed, chunks, spec, error,
+                                                    inputs (where chunk inputs live, unless
+                                                    in Redis: jobs/inputs.py)
     inferq:job:<id>:done                     hash   chunk -> summary JSON (set membership:
                                                     the first completion wins)
     inferq:job:<id>:attempts                 hash   chunk -> deliveries started
-    inferq:job:<id>:input:<chunk>            string the chunk's input rows (zlib JSON)
+    inferq:job:<id>:input:<chunk>            string the chunk's input rows (zlib JSON), for
+                                                    jobs whose inputs are in Redis
     inferq:job:<id>:part:<kind>:<chunk>      string a Parquet part in flight (Redis-only results)
     inferq:job:<id>:doc:<name>               string a job document in flight (spec.json,
                                                     manifest.json; Redis-only results)

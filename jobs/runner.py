@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from inference import TextModel
-from jobs.errors import InvalidJobSpec, JobNotFound
+from jobs.errors import InputLocationError, InvalidJobSpec, JobNotFound
 from jobs.execute import ChunkContext, ChunkOutput, ChunkStopped, error_rows, execute_chunk
 from jobs.failures import PERMANENT, Decision, FailurePolicy, Verdict
 from jobs.isolate import run_isolating
@@ -147,7 +147,12 @@ class ChunkRunner:
         except InvalidJobSpec as exc:  # e.g. a spec from a newer inferq than this worker
             spec = JobSpec(op="classify", model="unknown", job_id=job_id)
             reason = f"this worker cannot read the job's spec ({exc}); {reason}"
-        rows = self.store.get_chunk_input(job_id, chunk)
+        try:
+            rows = self.store.get_chunk_input(job_id, chunk)
+        except InputLocationError as exc:  # a worker set up apart from the submitter
+            self.store.set_state(job_id, JobState.FAILED, only_from=ACTIVE,
+                                 error=f"chunk {chunk}: worker {self.worker}: {exc}"[:1000])
+            return ChunkReport(job_id, chunk, "failed")
         if self.store.cancel_requested(job_id):  # its delivery is counted: see `jobs.cancel`
             return self._record(job_id, chunk, ChunkSummary(
                 rows=0, errors=0, status=ChunkStatus.CANCELLED), "cancelled")

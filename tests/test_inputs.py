@@ -6,6 +6,11 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import json
+import os
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -196,3 +201,28 @@ def test_credentials_in_the_inputs_uri_are_refused_before_any_spec_records_them(
 def test_a_spec_refuses_a_relative_inputs_path():
     with pytest.raises(InvalidJobSpec, match=r"inputs: .*absolute path"):
         spec("relative/dir")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_a_worker_that_cannot_reach_a_jobs_inputs_fails_the_job_saying_which_setting(
+        redis_url, start_worker, tmp_path):
+    with open(tmp_path / "in.jsonl", "w", encoding="utf-8") as f:
+        for i in range(5):
+            f.write(json.dumps({"custom_id": f"r{i}", "prompt": f"row {i}"}) + "\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INFERQ_")}
+    out = subprocess.run([str(Path(sys.executable).parent / "inferq"), "--broker-url",
+                          redis_url, "--results", str(tmp_path / "results"), "submit",
+                          "generate", "in.jsonl", "--model", "demo", "--queue-anyway"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    job_id = out.stdout.split()[0]
+    start_worker("w1", "redis", backends="fake", fake_models="demo")  # no results root
+    store = RedisJobStore(redis.Redis.from_url(redis_url))
+    deadline = time.monotonic() + 60
+    while not store.status(job_id).terminal and time.monotonic() < deadline:
+        time.sleep(0.2)
+    status = store.status(job_id)
+    assert status.state == "failed"
+    assert "worker w1" in status.error and "INFERQ_RESULTS=redis" in status.error
+    assert (tmp_path / "results" / layout.input_dir(job_id)).is_dir()  # rows kept, not lost
