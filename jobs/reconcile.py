@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jobs.cancel import CANCELLED, cancel_job
-from jobs.errors import InputFileError
+from jobs.errors import InputFileError, JobNotFound
 from jobs.expire import expire_job, past_deadline
 from jobs.fingerprint import check_fingerprint
 from jobs.lifecycle import JobState, finalize, summary_from_parts
@@ -86,6 +86,9 @@ def _store_inputs(store: JobStore, doc: dict[str, Any], path: str | None,
     """Store the ``missing`` chunks' inputs again from ``path``, once it is known to be
     the file the job was submitted from."""
     job_id = doc["job_id"]
+    missing = [c for c in missing if not _input_kept(store, job_id, c)]
+    if not missing:  # kept off Redis (jobs/inputs.py), they outlived its state
+        return
     if not path:
         raise InputFileError(job_id, "spec.json names no input file; pass --input")
     check_fingerprint(doc, path)
@@ -100,6 +103,15 @@ def _store_inputs(store: JobStore, doc: dict[str, Any], path: str | None,
                              f" of job {job_id} ({doc['rows']:,} rows in {doc['chunks']} "
                              "chunks at submit): not the file it was submitted from; pass "
                              "that one with --input")
+
+
+def _input_kept(store: JobStore, job_id: str, chunk: int) -> bool:
+    """Whether the chunk's input is still where the job's spec keeps it."""
+    try:
+        store.get_chunk_input(job_id, chunk)
+    except JobNotFound:
+        return False
+    return True
 
 
 def _record_cancelled(store: JobStore, sink: ParquetSink, job_id: str) -> None:

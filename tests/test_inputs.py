@@ -226,3 +226,27 @@ def test_a_worker_that_cannot_reach_a_jobs_inputs_fails_the_job_saying_which_set
     assert status.state == "failed"
     assert "worker w1" in status.error and "INFERQ_RESULTS=redis" in status.error
     assert (tmp_path / "results" / layout.input_dir(job_id)).is_dir()  # rows kept, not lost
+
+
+def test_reconcile_after_redis_lost_a_job_reuses_its_inputs_off_redis_without_the_file(
+        redis_url, tmp_path):
+    from jobs.reconcile import reconcile_job
+    from jobs.sinks import ParquetSink
+    from jobs.submit import submit_job
+
+    path = tmp_path / "in.jsonl"
+    path.write_text("".join(json.dumps({"custom_id": f"r{i}", "prompt": f"row {i}"}) + "\n"
+                            for i in range(25)))
+    client = redis.Redis.from_url(redis_url)
+    store = RedisJobStore(client, results_root=str(tmp_path / "results"))
+    sink = ParquetSink(str(tmp_path / "results"))
+    job = JobSpec(op="generate", model="demo", chunk_size=10, inputs="results")
+    submit_job(job, str(path), store, sink, lambda job_id, chunk: None, keep_path=False)
+    client.flushall()  # Redis lost the job; spec.json names no input file (standard input)
+    enqueued: list[int] = []
+    report = reconcile_job(job.job_id, RedisJobStore(client, results_root=str(
+        tmp_path / "results")), sink, lambda job_id, chunk: enqueued.append(chunk))
+    assert report.recreated and report.requeued == [0, 1, 2]
+    assert [r.custom_id for r in store.get_chunk_input(job.job_id, 2)] == [
+        f"r{i}" for i in range(20, 25)]
+    client.close()
