@@ -6,6 +6,7 @@
     ./bench/run_all --only serve         # inferq serve vs inferq submit (fake backend)
     ./bench/run_all --only prefix        # a templated job vs llama-server -np 8 (SmolLM2)
     ./bench/run_all --only labels        # 2, 20, 200 labels vs Llama's state-reuse loop
+    ./bench/run_all --only fairness      # a small job behind a big one: feeder vs FIFO
 
 Each benchmark prints its own markdown (machine, versions, the table); this script adds
 the command and the date, and keeps the hand-written reading of each section, which
@@ -34,6 +35,7 @@ BENCHES = (
     ("bench_serve", "OpenAI Batch API: `inferq serve` vs `inferq submit`"),
     ("bench_prefix", "A templated classify job: inferq's prefix cache vs warm `llama-server`"),
     ("bench_labels", "Many labels: classify with 2, 20 and 200 labels (SmolLM2)"),
+    ("bench_fairness", "Fair feeding: a small job submitted behind a big one"),
 )
 
 HEADER = """# Benchmarks
