@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 import redis
 
-from jobs import JobSpec, JobState, ParquetSink, keys
+from jobs import InvalidJobSpec, JobSpec, JobState, ParquetSink, keys
 from jobs.feeder import Feeder, waiting
 from jobs.lifecycle import ChunkStatus, ChunkSummary, record_chunk
 from jobs.redis_store import RedisJobStore
@@ -118,6 +118,47 @@ def test_a_claim_its_feeder_never_sent_is_resent_after_the_grace(redis_url, tmp_
     feeder.tick(lambda q, j, c: sent.append((j, c)), store, sink, now=time.time() + 6)
     assert sent == lost
     assert client.zcard(keys.feed_sending(QUEUE)) == 0
+
+
+def test_a_chunk_recorded_by_a_worker_killed_before_settling_is_settled_by_the_pass(
+        redis_url, tmp_path):
+    client = redis.Redis.from_url(redis_url)
+    store, sink = RedisJobStore(client), ParquetSink(str(tmp_path / "results"))
+    feeder = Feeder(client, depth=1, grace=5)
+    queued_job(store, feeder, "job-1", 3)
+    assert claims(feeder) == ["job-1:0"]
+    feeder.confirm(QUEUE, [("job-1", 0)])
+    store.complete_chunk("job-1", 0, ChunkSummary(rows=0, errors=0))  # then it died
+    assert claims(feeder) == []  # the queue looks full
+    sent: list[tuple[str, int]] = []
+    feeder.tick(lambda q, j, c: sent.append((j, c)), store, sink)
+    assert sent == []  # within the grace its worker may still settle it
+    done = feeder.tick(lambda q, j, c: sent.append((j, c)), store, sink, now=time.time() + 6)
+    assert done["settled"] == 1 and sent == [("job-1", 1)]
+
+
+def test_a_job_spec_records_its_priority_and_older_specs_read_as_priority_0():
+    spec = JobSpec(op="generate", model="demo", priority=7)
+    assert JobSpec.from_dict(spec.to_dict()).priority == 7
+    assert "priority" not in JobSpec(op="generate", model="demo").to_dict()  # older workers
+    assert JobSpec.from_dict({"op": "generate", "model": "demo"}).priority == 0
+    for bad in (101, -101, 1.5, True, "5"):
+        with pytest.raises(InvalidJobSpec, match="priority"):
+            JobSpec(op="generate", model="demo", priority=bad)  # type: ignore[arg-type]
+
+
+def test_a_suite_file_gives_its_runs_a_priority_and_names_the_line_of_a_bad_one(tmp_path):
+    from jobs.suites import SuiteError, load_suites
+    from worker.evals import run_specs
+
+    (tmp_path / "data.jsonl").write_text('{"prompt": "p", "expected": "a"}\n')
+    suite = '[suites.nightly]\nmodels = ["demo"]\ndataset = "data.jsonl"\nscorer = "exact"\n'
+    (tmp_path / "ok.toml").write_text(suite + "priority = 10\n")
+    loaded = load_suites(str(tmp_path / "ok.toml"))["nightly"]
+    assert [s.priority for s in run_specs(loaded)] == [10]
+    (tmp_path / "bad.toml").write_text(suite + 'priority = "high"\n')
+    with pytest.raises(SuiteError, match=r"bad.toml, line 5: .*'high' must be a whole number"):
+        load_suites(str(tmp_path / "bad.toml"))
 
 
 HAMMER = """
