@@ -36,6 +36,7 @@ BENCHES = (
     ("bench_prefix", "A templated classify job: inferq's prefix cache vs warm `llama-server`"),
     ("bench_labels", "Many labels: classify with 2, 20 and 200 labels (SmolLM2)"),
     ("bench_fairness", "Fair feeding: a small job submitted behind a big one"),
+    ("bench_metrics", "A metrics scrape over many jobs vs reading list lengths"),
 )
 
 HEADER = """# Benchmarks

@@ -78,11 +78,10 @@ class InferqCollector(Collector):
 
     def _collect(self) -> Iterator[Metric]:
         workers = live_workers(self.redis)
-        states, active = _jobs(self.redis)
-        in_flight = _in_flight(self.redis, active)
+        states, in_flight = _jobs(self.redis)
         reserved = broker_queues.reserved(self.redis)
         queues = {q for w in workers for q in w.get("queues", [])} | set(in_flight) | {
-            q for q in reserved if q.startswith(f"{PREFIX}.")} | set(active.values())
+            q for q in reserved if q.startswith(f"{PREFIX}.")}
         waiting = waiting_not_fed(self.redis, queues)
         queues |= set(waiting)
         queued = broker_queues.queued(self.redis, queues)
@@ -117,29 +116,49 @@ def waiting_not_fed(client: redis.Redis, queues: Iterable[str]) -> dict[str, int
     return {queue: waiting(client, queue) for queue in sorted(names)}
 
 
-def _jobs(client: redis.Redis) -> tuple[Counter[str], dict[str, str]]:
-    """Jobs by state, and the active ones' queues (job id -> queue)."""
-    ids: Any = client.zrange(keys.JOBS, 0, -1)
-    pipe = client.pipeline(transaction=False)
-    for raw in ids:
-        pipe.hget(keys.job(raw.decode()), "state")
-    states: Counter[str] = Counter()
-    active: list[str] = []
-    for raw, state in zip(ids, pipe.execute(), strict=True):
-        if state is None:  # expired or deleted since it was listed
-            continue
-        states[state.decode()] += 1
-        if state.decode() in ACTIVE:
-            active.append(raw.decode())
-    pipe = client.pipeline(transaction=False)
-    for job_id in active:
-        pipe.hget(keys.job(job_id), "spec")
-    queues = {}
-    for job_id, raw_spec in zip(active, pipe.execute(), strict=True):
-        queue = _queue_of(raw_spec)
+# Jobs by state, and each active job's spec and chunks in flight (started, not
+# recorded), in one call: Redis walks the index itself (a pipeline of one HGET per job
+# cost 0.5 s a scrape at 10,000 jobs). Job keys are built here from their parts:
+# `keys.job(id)` = ARGV[1] .. id, its attempts and done hashes that and ARGV[2], ARGV[3].
+_JOBS = """
+local counts, active, wanted = {}, {}, {}
+for i = 4, #ARGV do wanted[ARGV[i]] = true end
+for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  local job = ARGV[1] .. id
+  local state = redis.call('HGET', job, 'state')
+  if state then
+    counts[state] = (counts[state] or 0) + 1
+    if wanted[state] then
+      local flying = 0
+      for _, chunk in ipairs(redis.call('HKEYS', job .. ARGV[2])) do
+        flying = flying + 1 - redis.call('HEXISTS', job .. ARGV[3], chunk)
+      end
+      active[#active + 1] = redis.call('HGET', job, 'spec') or ''
+      active[#active + 1] = flying
+    end
+  end
+end
+local flat = {}
+for state, n in pairs(counts) do flat[#flat + 1] = state; flat[#flat + 1] = n end
+return {flat, active}
+"""
+
+
+def _jobs(client: redis.Redis) -> tuple[Counter[str], dict[str, int]]:
+    """Jobs by state, and chunks in flight by queue over the active jobs (each active
+    job's queue is there, in flight or not)."""
+    prefix = keys.job("")
+    found: Any = client.eval(_JOBS, 1, keys.JOBS, prefix, keys.attempts("")[len(prefix):],
+                             keys.done("")[len(prefix):], *map(str, ACTIVE))
+    flat, active = found
+    states: Counter[str] = Counter({flat[i].decode(): int(flat[i + 1])
+                                    for i in range(0, len(flat), 2)})
+    in_flight: Counter[str] = Counter()
+    for k in range(0, len(active), 2):
+        queue = _queue_of(active[k])
         if queue:
-            queues[job_id] = queue
-    return states, queues
+            in_flight[queue] += int(active[k + 1])
+    return states, dict(in_flight)
 
 
 def _queue_of(raw_spec: bytes | None) -> str:
@@ -150,21 +169,6 @@ def _queue_of(raw_spec: bytes | None) -> str:
     except (ValueError, KeyError, TypeError):
         return ""
     return backend_queue(backend, model) if backend else model_queue(model)
-
-
-def _in_flight(client: redis.Redis, active: dict[str, str]) -> dict[str, int]:
-    """Chunks started (an attempt counted) and not recorded, by queue, over active jobs."""
-    job_ids = sorted(active)
-    pipe = client.pipeline(transaction=False)
-    for job_id in job_ids:
-        pipe.hkeys(keys.attempts(job_id))
-        pipe.hkeys(keys.done(job_id))
-    replies = pipe.execute()
-    out: Counter[str] = Counter()
-    for k, job_id in enumerate(job_ids):
-        started, done = set(replies[2 * k]), set(replies[2 * k + 1])
-        out[active[job_id]] += len(started - done)
-    return dict(out)
 
 
 def _per_queue(queues: list[str], queued: dict[str, int], reserved: dict[str, int],
