@@ -310,15 +310,16 @@ def test_redis_store_leaves_exactly_the_keys_that_jobs_keys_documents(redis_url)
     assert {k.decode() for k in client.keys("*")} == {
         keys.JOBS, keys.job("job-1"), keys.done("job-1"), keys.attempts("job-1"),
         keys.metrics("job-1"), keys.stream("job-1"), keys.cancel("job-1"),
-        keys.finalize("job-1")}
+        keys.finalize("job-1"), keys.TOTALS}
     types = {k: client.type(k).decode() for k in (
         keys.JOBS, keys.job("job-1"), keys.done("job-1"), keys.attempts("job-1"),
         keys.metrics("job-1"), keys.stream("job-1"), keys.cancel("job-1"),
-        keys.finalize("job-1"))}
+        keys.finalize("job-1"), keys.TOTALS)}
     assert types == {keys.JOBS: "zset", keys.job("job-1"): "hash",
                      keys.done("job-1"): "hash", keys.attempts("job-1"): "hash",
                      keys.metrics("job-1"): "hash", keys.stream("job-1"): "stream",
-                     keys.cancel("job-1"): "string", keys.finalize("job-1"): "string"}
+                     keys.cancel("job-1"): "string", keys.finalize("job-1"): "string",
+                     keys.TOTALS: "hash"}  # the deployment's counters, not the job's
     assert undocumented_keys(client) == []
     assert client.ttl(keys.finalize("job-1")) > 0
     assert all(client.ttl(k) == -1 for k in types if k != keys.finalize("job-1"))
