@@ -1,6 +1,7 @@
 """Where chunk inputs live: Redis memory and submit time, inputs in Redis vs Parquet files.
 
     python -m bench.bench_inputs [--rows 1000000] [--prompt-bytes 64] [--chunk-size 256]
+                                 [--repeats 3] [--modes redis,results]
 
 Generates a JSONL input of ``--rows`` rows on the fly (prompts of about
 ``--prompt-bytes`` bytes: words drawn from a fixed vocabulary, so zlib compresses them
@@ -11,9 +12,10 @@ the same run, on a private redis-server flushed before each submit:
 
 as a subprocess with ``INFERQ_INPUTS=redis`` or ``INFERQ_INPUTS=results`` (Parquet under
 a local results root), no worker, so every chunk stays queued with its input stored.
-Prints per mode the submit's wall time, Redis ``used_memory`` added (INFO memory), the
-chunk-input keys' own ``MEMORY USAGE``, the keys in Redis, and the bytes of Parquet
-inputs on disk; then the ratios of the two modes.
+Repeats alternate the modes' order. Prints per mode the submit's median wall time,
+Redis ``used_memory`` added (INFO memory), the chunk-input keys' own ``MEMORY USAGE``,
+the keys in Redis, and the bytes of Parquet inputs on disk; then the memory moved off
+Redis and the median ratio of submit times.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -101,38 +104,53 @@ def main() -> None:
     parser.add_argument("--prompt-bytes", type=int, default=64)
     parser.add_argument("--chunk-size", type=int, default=256)
     parser.add_argument("--modes", default="redis,results")
+    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    print(f"machine: {machine()}; {versions('pyarrow', 'redis', 'celery')}")
+    modes = args.modes.split(",")
+    print(f"Machine: {machine()}\nVersions: {versions('pyarrow', 'redis', 'celery')}")
     with tempfile.TemporaryDirectory(prefix="bench-inputs-") as tmp_name:
         tmp = Path(tmp_name)
         path = tmp / "in.jsonl"
         started = time.perf_counter()
         write_input(path, args.rows, args.prompt_bytes)
-        print(f"input: {args.rows:,} rows, {path.stat().st_size / 1e6:,.1f} MB "
-              f"(written in {time.perf_counter() - started:.1f}s); chunk size "
-              f"{args.chunk_size}\n", flush=True)
+        print(f"Workload: `inferq submit` of {args.rows:,} rows with prompts of about "
+              f"{args.prompt_bytes:,} bytes ({path.stat().st_size / 1e6:,.1f} MB of JSONL, "
+              f"written in {time.perf_counter() - started:.1f}s), chunk size "
+              f"{args.chunk_size}, no worker; {args.repeats} repeats, the modes' order "
+              "alternating\n", flush=True)
         server = RedisServer(tmp / "redis")
         client = redis.Redis.from_url(server.url)
-        measured: dict[str, dict[str, float]] = {}
-        print("| INFERQ_INPUTS | submit s | rows/s | Redis used_memory added MB | "
-              "input keys MB | Redis keys | Parquet inputs on disk MB |")
-        print("|---|---|---|---|---|---|---|")
+        runs: dict[str, list[dict[str, float]]] = {mode: [] for mode in modes}
         try:
-            for mode in args.modes.split(","):
-                m = measured[mode] = submit(server, client, path, tmp / f"results-{mode}",
-                                            mode, args.chunk_size)
-                print(f"| {mode} | {m['seconds']:.1f} | {args.rows / m['seconds']:,.0f} | "
-                      f"{m['added'] / 2**20:,.1f} | {m['input_keys'] / 2**20:,.1f} | "
-                      f"{m['keys']:,.0f} | {m['disk'] / 2**20:,.1f} |", flush=True)
+            for r in range(args.repeats):  # the order flips each repeat: load hits both
+                for mode in modes if r % 2 == 0 else modes[::-1]:
+                    runs[mode].append(submit(server, client, path, tmp / f"results-{mode}",
+                                             mode, args.chunk_size))
+                    print(f"repeat {r + 1}: {mode} {runs[mode][-1]['seconds']:.1f}s",
+                          flush=True)
         finally:
             client.close()
             server.stop()
-    if {"redis", "results"} <= set(measured):
-        r, p = measured["redis"], measured["results"]
-        print(f"\nRedis memory added: {r['added'] / 2**20:,.1f} MB with inputs in Redis, "
-              f"{p['added'] / 2**20:,.1f} MB with inputs under the results root "
-              f"({(r['added'] - p['added']) / args.rows:,.1f} bytes a row moved off Redis); "
-              f"submit time, results / redis: {p['seconds'] / r['seconds']:.2f}x")
+    print("| INFERQ_INPUTS | submit s | rows/s | Redis used_memory added MB | "
+          "input keys MB | Redis keys | Parquet inputs on disk MB |")
+    print("|---|---|---|---|---|---|---|")
+    for mode, ms in runs.items():
+        seconds = statistics.median(m["seconds"] for m in ms)
+        last = ms[-1]  # memory, keys and bytes are the same in every repeat
+        print(f"| {mode} | {seconds:.1f} | {args.rows / seconds:,.0f} | "
+              f"{last['added'] / 2**20:,.1f} | {last['input_keys'] / 2**20:,.1f} | "
+              f"{last['keys']:,.0f} | {last['disk'] / 2**20:,.1f} |")
+    if {"redis", "results"} <= set(runs):
+        red, par = runs["redis"][-1], runs["results"][-1]
+        ratio = statistics.median(b["seconds"] / a["seconds"]
+                                  for a, b in zip(runs["redis"], runs["results"], strict=True))
+        print(f"\nRedis memory added: {red['added'] / 2**20:,.1f} MB with inputs in Redis, "
+              f"{par['added'] / 2**20:,.1f} MB with inputs under the results root "
+              f"({(red['added'] - par['added']) / args.rows:,.1f} bytes a row moved off "
+              "Redis); "
+              f"submit time, results / redis: {ratio:.2f}x (median of {args.repeats} "
+              "repeats' ratios)")
+
 
 if __name__ == "__main__":
     main()

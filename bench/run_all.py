@@ -7,6 +7,7 @@
     ./bench/run_all --only prefix        # a templated job vs llama-server -np 8 (SmolLM2)
     ./bench/run_all --only labels        # 2, 20, 200 labels vs Llama's state-reuse loop
     ./bench/run_all --only fairness      # a small job behind a big one: feeder vs FIFO
+    ./bench/run_all --only inputs        # Redis memory and submit time, inputs in Redis or not
 
 Each benchmark prints its own markdown (machine, versions, the table); this script adds
 the command and the date, and keeps the hand-written reading of each section, which
@@ -37,6 +38,7 @@ BENCHES = (
     ("bench_labels", "Many labels: classify with 2, 20 and 200 labels (SmolLM2)"),
     ("bench_fairness", "Fair feeding: a small job submitted behind a big one"),
     ("bench_metrics", "A metrics scrape over many jobs vs reading list lengths"),
+    ("bench_inputs", "Chunk inputs: in Redis vs Parquet under the results root"),
 )
 
 HEADER = """# Benchmarks
