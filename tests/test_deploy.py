@@ -243,7 +243,7 @@ def test_honcho_runs_the_procfile_and_jobs_and_evaluations_complete(redis_url, t
     assert process.returncode is not None
 
 
-# -- Docker files (no Docker engine here: what can be checked without one) -----------------
+# -- Docker files, as files (tests/test_containers.py builds and runs the CPU image) --------
 
 
 def compose() -> dict:  # type: ignore[type-arg]
@@ -260,12 +260,14 @@ def test_compose_has_redis_workers_beat_flower_and_volumes():
         assert re.fullmatch(r"redis://:\$\{REDIS_PASSWORD[^}]*\}@redis:6379/0",
                             env["INFERQ_BROKER_URL"])
         assert env["INFERQ_RESULTS"] == "/results" and env["INFERQ_MODEL_ROOTS"] == "/models"
-        assert {"models:/models:ro", "results:/results"} <= set(service["volumes"])
+        assert {"${INFERQ_MODELS_DIR:-models}:/models:ro",
+                "${INFERQ_RESULTS_DIR:-results}:/results"} <= set(service["volumes"])
         assert service["build"]["dockerfile"] == "docker/Dockerfile.cpu"
     assert doc["services"]["worker"]["command"] == ["worker"]
     assert doc["services"]["beat"]["command"][0] == "beat"
     assert "flower" in doc["services"]["flower"]["entrypoint"]
     assert all(p.startswith("127.0.0.1:") for p in doc["services"]["flower"]["ports"])
+    assert doc["services"]["redis"]["ports"] == ["127.0.0.1:${INFERQ_REDIS_PORT:-6379}:6379"]
 
 
 def test_compose_redis_has_a_password_aof_and_no_eviction():
@@ -278,7 +280,7 @@ def test_compose_redis_has_a_password_aof_and_no_eviction():
 
 
 @pytest.mark.parametrize(("name", "bases", "cmake"), [
-    ("cpu", ["python:3.11-slim"], None),
+    ("cpu", ["${BASE}", "build", "${BASE}"], None),
     ("rocm", ["rocm/dev-ubuntu-"], "-DGGML_HIP=on"),
     ("cuda", ["nvidia/cuda:", "nvidia/cuda:"], "-DGGML_CUDA=on"),
 ])
@@ -296,10 +298,25 @@ def test_dockerfiles_build_the_engine_before_copying_the_code(name, bases, cmake
     first_code = min(i for i, line in enumerate(lines)
                      if re.match(r"COPY (inference|jobs|worker)\b", line))
     assert lines.index("COPY constraints.txt .") < engine < first_code
-    assert any("pip install --no-deps ." in line for line in lines[first_code:])
+    assert any(re.search(r"pip (install|wheel) --no-deps (--wheel-dir \S+ )?\.( |$)", line)
+               for line in lines[first_code:])
     if cmake:
         assert f'CMAKE_ARGS="{cmake}' in text
     assert 'ENTRYPOINT ["inferq-entrypoint"]' in lines and 'CMD ["worker"]' in lines
+
+
+def test_the_cpu_image_builds_from_any_base_and_runs_without_build_tools_as_inferq() -> None:
+    lines = [line.strip() for line in
+             (ROOT / "docker" / "Dockerfile.cpu").read_text().splitlines()]
+    first = next(i for i, line in enumerate(lines) if line.startswith("FROM "))
+    assert "ARG BASE=python:3.11-slim-bookworm" in lines[:first]
+    final = lines[max(i for i, line in enumerate(lines) if line.startswith("FROM ")):]
+    assert final[0] == "FROM ${BASE}"
+    assert "COPY --from=build /opt/venv /opt/venv" in final
+    installed = " ".join(line for line in final if "apt-get install" in line)
+    assert "libgomp1" in installed
+    assert not re.search(r"build-essential|cmake|gcc|g\+\+|-dev\b", " ".join(final))
+    assert "USER inferq" in final
 
 
 def entrypoint(*args: str) -> subprocess.CompletedProcess[str]:
