@@ -6,11 +6,12 @@ inputs from where its submitter put them, whatever its own settings say:
     ""          Redis: ``inferq:job:<id>:input:<chunk>``, zlib JSON (`jobs.rows`' payload).
                 Every job before this setting, and deployments whose results go
                 through Redis because workers share no storage.
-    "results"   Parquet files ``inputs/job=<id>/part-<chunk>.parquet`` under the results
-                root of the process that reads them: the shared storage every worker
-                writes its parts to, wherever each one mounts it.
-    a location  the same files under that absolute path or pyarrow filesystem URI
+    a location  Parquet files ``inputs/job=<id>/part-<chunk>.parquet`` under that
+                absolute path or pyarrow filesystem URI: by default the submitter's
+                results root, which every worker sees at the same place; or any root
                 (``s3://bucket/prefix?endpoint_override=host:port&scheme=http``).
+    "results"   the same files under the results root of the process that reads them
+                (a spec may name it; submissions record the root itself).
 
 Off Redis, Redis keeps state only: a 10M-row job of 1 KB prompts no longer puts
 gigabytes in its memory. The Parquet columns are `InputRow`'s fields, so the files are
@@ -145,6 +146,12 @@ class ParquetInputs:
             with self.fs.open_input_file(self.path(job_id, chunk)) as f:
                 data = f.read()
         except FileNotFoundError:
+            if self.local and not os.path.isdir(self.root):  # not dropped: never seen here
+                raise InputLocationError(
+                    f"the job's chunk inputs are under {self.root}, which does not exist on "
+                    "this machine: mount the shared results root at the same path as the "
+                    "submitter's, or submit with INFERQ_INPUTS set to a URI every worker "
+                    "reaches (s3://bucket/prefix)") from None
             raise ChunkInputMissing(job_id, chunk, self.path(job_id, chunk)) from None
         return rows_from_table(pq.ParquetFile(pa.BufferReader(data)).read(use_threads=False))
 

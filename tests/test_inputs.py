@@ -169,15 +169,20 @@ def test_a_reader_without_a_results_root_says_which_setting_to_change(redis_url,
 
 
 @pytest.mark.parametrize(("settings", "location"), [
-    ({}, "results"),
+    ({}, "{cwd}/results"),
+    ({"results": "shared"}, "{cwd}/shared"),
+    ({"results": "s3://r/p?region=x"}, "s3://r/p?region=x"),
     ({"results": "redis"}, ""),
     ({"inputs": "redis"}, ""),
-    ({"inputs": "results"}, "results"),
+    ({"inputs": "results"}, "{cwd}/results"),
     ({"results": "redis", "inputs": "s3://b/p?endpoint_override=h:1&scheme=http"},
      "s3://b/p?endpoint_override=h:1&scheme=http"),
 ])
-def test_the_inputs_setting_chooses_what_a_submitted_job_records(settings, location):
-    assert Settings(**settings).inputs_location() == location
+def test_the_inputs_setting_chooses_what_a_submitted_job_records(settings, location,
+                                                                 tmp_path, monkeypatch):
+    """By default the results root itself, absolute: every worker sees it at that place."""
+    monkeypatch.chdir(tmp_path)
+    assert Settings(**settings).inputs_location() == location.format(cwd=tmp_path)
 
 
 def test_a_relative_inputs_path_is_recorded_absolute(tmp_path, monkeypatch):
@@ -205,27 +210,30 @@ def test_a_spec_refuses_a_relative_inputs_path():
 
 @pytest.mark.slow
 @pytest.mark.timeout(120)
-def test_a_worker_that_cannot_reach_a_jobs_inputs_fails_the_job_saying_which_setting(
+def test_a_worker_that_cannot_see_a_jobs_inputs_root_fails_the_job_saying_why(
         redis_url, start_worker, tmp_path):
     with open(tmp_path / "in.jsonl", "w", encoding="utf-8") as f:
         for i in range(5):
             f.write(json.dumps({"custom_id": f"r{i}", "prompt": f"row {i}"}) + "\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("INFERQ_")}
+    elsewhere = tmp_path / "mounted-on-the-submitter-only"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INFERQ_")} | {
+        "INFERQ_INPUTS": str(elsewhere)}
     out = subprocess.run([str(Path(sys.executable).parent / "inferq"), "--broker-url",
                           redis_url, "--results", str(tmp_path / "results"), "submit",
                           "generate", "in.jsonl", "--model", "demo", "--queue-anyway"],
                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     job_id = out.stdout.split()[0]
-    start_worker("w1", "redis", backends="fake", fake_models="demo")  # no results root
+    elsewhere.rename(tmp_path / "unmounted")  # the worker's machine has no such mount
+    start_worker("w1", str(tmp_path / "results"), backends="fake", fake_models="demo")
     store = RedisJobStore(redis.Redis.from_url(redis_url))
     deadline = time.monotonic() + 60
     while not store.status(job_id).terminal and time.monotonic() < deadline:
         time.sleep(0.2)
     status = store.status(job_id)
     assert status.state == "failed"
-    assert "worker w1" in status.error and "INFERQ_RESULTS=redis" in status.error
-    assert (tmp_path / "results" / layout.input_dir(job_id)).is_dir()  # rows kept, not lost
+    assert "worker w1" in status.error and f"{elsewhere}, which does not exist" in status.error
+    assert (tmp_path / "unmounted" / layout.input_dir(job_id)).is_dir()  # rows kept
 
 
 def test_reconcile_after_redis_lost_a_job_reuses_its_inputs_off_redis_without_the_file(
