@@ -90,12 +90,16 @@ class ResultRow:
     completed_at: datetime | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Its fields as a dict, values shared, not copied: `dataclasses.asdict` deep-copies
+        every row's label lists, and did so for a third of a fake-backend chunk's time."""
+        return {name: getattr(self, name) for name in _RESULT_FIELDS}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ResultRow:
         return cls(**data)
 
+
+_RESULT_FIELDS = tuple(f.name for f in fields(ResultRow))
 
 METRICS_SCHEMA = pa.schema([
     ("job_id", pa.string()),
