@@ -14,7 +14,8 @@
     inferq:job:<id>:doc:<name>               string a job document in flight (spec.json,
                                                     manifest.json; Redis-only results)
     inferq:job:<id>:metrics                  hash   "<backend>|<field>" -> running totals
-    inferq:job:<id>:stream                   stream result rows for live readers (capped)
+    inferq:job:<id>:stream                   stream result rows for live readers: an entry
+                                                    a chunk, JSON lines (capped near 10,000 rows)
     inferq:job:<id>:cancel                   string present = cancel requested
     inferq:job:<id>:finalize                 string finalize lock (first finisher wins)
     inferq:job:<id>:isolate:<chunk>          string checkpoint of a chunk run row range by

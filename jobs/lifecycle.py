@@ -123,8 +123,8 @@ def record_chunk(store: JobStore, sink: PartSink, job_id: str, chunk: int,
                  summary: ChunkSummary) -> bool:
     """Record ``chunk`` once; finalize the job if it was the last. True if this call
     finalized it."""
-    done = store.complete_chunk(job_id, chunk, summary)
-    if done is not None and done >= store.status(job_id).chunks:
+    counts = store.complete_chunk_counts(job_id, chunk, summary)
+    if counts is not None and counts[0] >= counts[1]:
         return finalize(store, sink, job_id)
     return False
 

@@ -94,25 +94,27 @@ class ChunkRunner:
         return self.policy.on_error(attempt or 1, error)
 
     def process(self, job_id: str, chunk: int) -> ChunkReport:
-        status = self.store.status(job_id)
-        if status.terminal:
-            return ChunkReport(job_id, chunk, "gone")
-        if self.store.chunk_done(job_id, chunk):
-            return ChunkReport(job_id, chunk, "skipped")  # a redelivery of a recorded chunk
-        if self.sink.has_part(job_id, chunk):
+        if self.sink.has_part(job_id, chunk):  # published by an earlier delivery (rare)
+            if self.store.status(job_id).terminal:
+                return ChunkReport(job_id, chunk, "gone")
+            if self.store.chunk_done(job_id, chunk):
+                return ChunkReport(job_id, chunk, "skipped")
             summary = summary_from_parts(self.sink, job_id, chunk)
             return self._record(job_id, chunk, summary, "skipped")
-        spec = self.store.get_spec(job_id)
-        attempt = self.store.start_attempt(job_id, chunk)
-        self._counted[job_id, chunk] = attempt  # for `decide`, should this delivery raise
-        report = self._run(spec, chunk, attempt)
+        start = self.store.begin_chunk(job_id, chunk)  # one round trip: the chunk's cost
+        if start.terminal:
+            return ChunkReport(job_id, chunk, "gone")
+        if start.recorded or start.spec is None:
+            return ChunkReport(job_id, chunk, "skipped")  # a redelivery of a recorded chunk
+        self._counted[job_id, chunk] = start.attempt  # for `decide`, should this delivery raise
+        report = self._run(start.spec, chunk, start.attempt, start.cancel_requested)
         del self._counted[job_id, chunk]
         return report
 
-    def _run(self, spec: JobSpec, chunk: int, attempt: int) -> ChunkReport:
+    def _run(self, spec: JobSpec, chunk: int, attempt: int, cancelled: bool) -> ChunkReport:
         job_id = spec.job_id
         rows = self.store.get_chunk_input(job_id, chunk)
-        if self.store.cancel_requested(job_id):
+        if cancelled:
             return self._record(job_id, chunk, ChunkSummary(
                 rows=0, errors=0, status=ChunkStatus.CANCELLED), "cancelled")
         if spec.deadline is not None and time.time() > spec.deadline:
@@ -122,8 +124,7 @@ class ChunkRunner:
         if decision.verdict == Verdict.FAIL:
             return self._fail_rows(spec, chunk, rows, ChunkStatus.FAILED, "chunk_failed",
                                    decision.reason)
-        self.store.set_state(job_id, JobState.IN_PROGRESS, only_from=(JobState.QUEUED,))
-        self.current = (job_id, chunk)
+        self.current = (job_id, chunk)  # the job is in_progress: `begin_chunk` moved it
         try:
             model, backend, device = self.models(spec)
             ctx = ChunkContext(job_id=job_id, chunk=chunk, backend=backend, worker=self.worker,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from jobs.errors import ChunkInputMissing, JobNotFound
@@ -20,8 +21,23 @@ from jobs.schema import METRIC_FIELDS
 from jobs.spec import JobSpec
 
 # Status types live in `jobs.lifecycle`; re-exported here, where they were first.
-__all__ = ["METRIC_FIELDS", "STATES", "TERMINAL", "ChunkSummary", "JobStatus", "JobStore",
-           "MemoryJobStore"]
+__all__ = ["METRIC_FIELDS", "STATES", "TERMINAL", "ChunkStart", "ChunkSummary", "JobStatus",
+           "JobStore", "MemoryJobStore"]
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkStart:
+    """What one delivery of a chunk found as it began (`JobStore.begin_chunk`)."""
+
+    state: str                      #: the job's state, after the call
+    recorded: bool = False          #: the chunk is recorded already: a redelivery
+    attempt: int = 0                #: this delivery's number; 0 = not counted (ended, recorded)
+    cancel_requested: bool = False
+    spec: JobSpec | None = None     #: the job's spec when the delivery was counted
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in TERMINAL
 
 class JobStore(Protocol):
     """Where job state lives. Every method is safe to call twice (redelivery)."""
@@ -54,6 +70,19 @@ class JobStore(Protocol):
     def complete_chunk(self, job_id: str, chunk: int, summary: ChunkSummary) -> int | None:
         """Record ``chunk`` as done, once: the number of chunks done, or None if it was
         recorded already (a redelivery); counts and metrics move only the first time."""
+        ...
+
+    def begin_chunk(self, job_id: str, chunk: int) -> ChunkStart:
+        """A delivery of ``chunk`` begins: unless the job has ended or the chunk is
+        recorded, count the attempt and move a queued job with no cancel requested to
+        ``in_progress``. One call (one round trip to Redis) for what a worker asked in
+        six: the status, the chunk's record, the spec, the attempt, the cancel flag."""
+        ...
+
+    def complete_chunk_counts(self, job_id: str, chunk: int,
+                              summary: ChunkSummary) -> tuple[int, int] | None:
+        """`complete_chunk`, answering (chunks done, the job's chunks): whether this was
+        the last, without asking the job's status again."""
         ...
 
     def done_chunks(self, job_id: str) -> dict[int, ChunkSummary]: ...
@@ -173,7 +202,25 @@ class MemoryJobStore:
             attempts[chunk] = attempts.get(chunk, 0) + 1
             return attempts[chunk]
 
+    def begin_chunk(self, job_id: str, chunk: int) -> ChunkStart:
+        with self._lock:
+            j = self._job(job_id)
+            if j["state"] in TERMINAL or chunk in j["done"]:
+                return ChunkStart(j["state"], recorded=chunk in j["done"])
+            attempts: dict[int, int] = j["attempts"]
+            attempts[chunk] = attempts.get(chunk, 0) + 1
+            if j["state"] == JobState.QUEUED and not j["cancel"]:
+                j["state"] = JobState.IN_PROGRESS
+                j["timestamps"]["in_progress_at"] = time.time()
+            return ChunkStart(j["state"], attempt=attempts[chunk],
+                              cancel_requested=j["cancel"], spec=j["spec"])
+
     def complete_chunk(self, job_id: str, chunk: int, summary: ChunkSummary) -> int | None:
+        counts = self.complete_chunk_counts(job_id, chunk, summary)
+        return None if counts is None else counts[0]
+
+    def complete_chunk_counts(self, job_id: str, chunk: int,
+                              summary: ChunkSummary) -> tuple[int, int] | None:
         with self._lock:
             j = self._job(job_id)
             if chunk in j["done"]:
@@ -186,7 +233,7 @@ class MemoryJobStore:
                     METRIC_FIELDS, 0.0))
                 for name in METRIC_FIELDS:
                     totals[name] += getattr(summary, name)
-            return len(j["done"])
+            return len(j["done"]), j["chunks"]
 
     def done_chunks(self, job_id: str) -> dict[int, ChunkSummary]:
         with self._lock:

@@ -6,6 +6,7 @@ test); concurrent callers each get their own client, as separate workers do.
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import time
@@ -19,7 +20,7 @@ import redis
 from inference import GenerateOptions, Message
 from jobs import keys
 from jobs.errors import JobNotFound
-from jobs.redis_store import RedisJobStore
+from jobs.redis_store import STREAM_MAXLEN, RedisJobStore, stream_rows
 from jobs.rows import InputRow
 from jobs.spec import JobSpec
 from jobs.store import ChunkSummary, JobStore, MemoryJobStore
@@ -181,6 +182,45 @@ class TestJobStoreContract:
         assert store.done_chunks("job-1") == {0: first}
         assert store.complete_chunk("job-1", 1, summary(rows=10)) == 2
 
+    def test_begin_chunk_counts_the_delivery_and_moves_a_queued_job_to_in_progress(
+            self, backend):
+        store = backend.store
+        store.create_job(make_spec(), total=20, chunks=2)
+        store.set_state("job-1", "queued")
+        first = store.begin_chunk("job-1", 0)
+        assert (first.state, first.recorded, first.attempt, first.cancel_requested) == (
+            "in_progress", False, 1, False)
+        assert first.spec == make_spec()
+        assert "in_progress_at" in store.status("job-1").timestamps
+        assert store.begin_chunk("job-1", 0).attempt == 2
+        assert store.begin_chunk("job-1", 1).attempt == 1
+        store.complete_chunk("job-1", 0, summary(rows=10))
+        again = store.begin_chunk("job-1", 0)  # a redelivery of a recorded chunk
+        assert (again.recorded, again.attempt, again.spec) == (True, 0, None)
+        assert store.start_attempt("job-1", 0) == 3  # the redelivery counted nothing
+
+    def test_begin_chunk_of_a_cancelled_job_leaves_its_state_and_counts_nothing_once_ended(
+            self, backend):
+        store = backend.store
+        store.create_job(make_spec(), total=20, chunks=2)
+        store.set_state("job-1", "queued")
+        store.request_cancel("job-1")
+        start = store.begin_chunk("job-1", 0)
+        assert (start.state, start.cancel_requested, start.attempt) == ("queued", True, 1)
+        store.set_state("job-1", "cancelled")
+        ended = store.begin_chunk("job-1", 1)
+        assert (ended.terminal, ended.attempt, ended.spec) == (True, 0, None)
+        assert store.started_chunks("job-1") == {0}
+        with pytest.raises(JobNotFound):
+            store.begin_chunk("nope", 0)
+
+    def test_complete_chunk_counts_answers_done_and_the_jobs_chunks(self, backend):
+        store = backend.store
+        store.create_job(make_spec(), total=20, chunks=2)
+        assert store.complete_chunk_counts("job-1", 1, summary(rows=10)) == (1, 2)
+        assert store.complete_chunk_counts("job-1", 1, summary(rows=10)) is None
+        assert store.complete_chunk_counts("job-1", 0, summary(rows=10)) == (2, 2)
+
     def test_concurrent_completions_of_one_chunk_record_it_exactly_once(self, backend):
         backend.store.create_job(make_spec(), total=20, chunks=2)
         handles = [backend.handle() for _ in range(THREADS)]
@@ -325,4 +365,32 @@ def test_redis_store_leaves_exactly_the_keys_that_jobs_keys_documents(redis_url)
     assert all(client.ttl(k) == -1 for k in types if k != keys.finalize("job-1"))
     assert set(client.hkeys(keys.done("job-1"))) == {b"0", b"1"}
     assert client.xlen(keys.stream("job-1")) == 2
+    client.close()
+
+
+def test_a_chunks_rows_reach_the_live_stream_as_one_entry_of_json_lines(redis_url):
+    client = redis.Redis.from_url(redis_url)
+    store = RedisJobStore(client)
+    store.create_job(make_spec(), total=300, chunks=3)
+    rows = [{"custom_id": f"r{i}", "label": "positive", "text": "two\nlines"}
+            for i in range(100)]
+    store.publish_rows("job-1", rows)
+    store.publish_rows("job-1", [])  # a cancelled chunk's nothing adds no entry
+    client.xadd(keys.stream("job-1"), {"row": json.dumps({"custom_id": "old"})})  # earlier
+    entries = client.xrange(keys.stream("job-1"))
+    assert len(entries) == 2
+    assert [json.loads(r) for r in stream_rows(entries[0][1])] == rows
+    assert [json.loads(r) for r in stream_rows(entries[1][1])] == [{"custom_id": "old"}]
+    client.close()
+
+
+def test_the_live_stream_keeps_about_stream_maxlen_rows_whatever_the_chunk_size(redis_url):
+    client = redis.Redis.from_url(redis_url)
+    store = RedisJobStore(client)
+    store.create_job(make_spec(), total=10**6, chunks=10**4)
+    chunk = [{"custom_id": "x"}] * 1000
+    for _ in range(40):  # 40,000 rows: four times the cap
+        store.publish_rows("job-1", chunk)
+    kept = sum(len(stream_rows(f)) for _, f in client.xrange(keys.stream("job-1")))
+    assert STREAM_MAXLEN <= kept < 2 * STREAM_MAXLEN  # trimmed by whole nodes (approximate)
     client.close()

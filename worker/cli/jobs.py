@@ -20,6 +20,7 @@ from jobs import (
     reconcile_job,
     spec_from_document,
 )
+from jobs.redis_store import stream_rows
 from worker.cli.context import check_job_id, client_of, fail, settings_of, stdout_closed
 from worker.cli.options import build_mapping, build_spec, job_options, with_mapping
 from worker.cli.stdio import STDIN, input_path
@@ -256,7 +257,8 @@ def tail(ctx: click.Context, job_id: str, timeout: float | None) -> None:
         for _, entries in batches:
             for entry_id, fields in entries:
                 last = entry_id
-                click.echo(fields[b"row"].decode())
+                for row in stream_rows(fields):
+                    click.echo(row)
         if not batches and ended:
             return
 
