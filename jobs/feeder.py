@@ -80,11 +80,29 @@ redis.call('SADD', KEYS[3], ARGV[2])
 return 1
 """
 
+# A fed chunk handled: it no longer counts in flight (its job's feed hash dropped once
+# nothing of it is in flight, waiting or to be recorded cancelled). 1 if it was in flight.
+_SETTLE_FN = """
+local function settle(fk, inflight, sending, waiting, dropped, job, member)
+  if redis.call('EXISTS', fk) == 0 then return 0 end
+  redis.call('ZREM', sending, member)
+  if redis.call('ZREM', inflight, member) == 0 then return 0 end
+  local n = redis.call('HINCRBY', fk, 'inflight', -1)
+  if n <= 0 and not redis.call('ZSCORE', waiting, job)
+      and redis.call('SISMEMBER', dropped, job) == 0 then
+    redis.call('DEL', fk)
+  end
+  return 1
+end
+"""
+
+# KEYS waiting, inflight, sending, turns, dropped, depth; ARGV queue, depth, now, feed job
+# prefix, limit, band, scan, the terminal states comma-separated.
 _CLAIM = """
 local depth = tonumber(redis.call('HGET', KEYS[6], ARGV[1]) or ARGV[2])
 local limit, band_size = tonumber(ARGV[5]), tonumber(ARGV[6])
 local terminal = {}
-for i = 8, #ARGV do terminal[ARGV[i]] = true end
+for state in string.gmatch(ARGV[8], '[^,]+') do terminal[state] = true end
 local claimed = {}
 local function drop(job, fk, cancelled)
   redis.call('ZREM', KEYS[1], job)
@@ -141,17 +159,15 @@ if tonumber(redis.call('HGET', KEYS[3], 'inflight') or '0') <= 0 then redis.call
 return 1
 """
 
-_SETTLE = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('ZREM', KEYS[3], ARGV[2])
-if redis.call('ZREM', KEYS[2], ARGV[2]) == 0 then return 0 end
-local n = redis.call('HINCRBY', KEYS[1], 'inflight', -1)
-if n <= 0 and not redis.call('ZSCORE', KEYS[4], ARGV[1])
-    and redis.call('SISMEMBER', KEYS[5], ARGV[1]) == 0 then
-  redis.call('DEL', KEYS[1])
-end
-return 1
+_SETTLE = _SETTLE_FN + """
+return settle(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[1], ARGV[2])
 """
+
+# A worker's top-up in one round trip: settle its chunk (KEYS[7] its job's feed hash,
+# ARGV[9] the job, ARGV[10] the member), then `_CLAIM` on the same queue.
+_SETTLE_CLAIM = _SETTLE_FN + """
+settle(KEYS[7], KEYS[2], KEYS[3], KEYS[1], KEYS[5], ARGV[9], ARGV[10])
+""" + _CLAIM
 
 _FORGET_QUEUE = """
 if redis.call('ZCARD', KEYS[2]) + redis.call('ZCARD', KEYS[3]) + redis.call('ZCARD', KEYS[4])
@@ -192,6 +208,9 @@ class Feeder:
         self._add = client.register_script(_ADD)
         self._claim = client.register_script(_CLAIM)
         self._settle = client.register_script(_SETTLE)
+        self._settle_claim = client.register_script(_SETTLE_CLAIM)
+        #: job id -> its queue (a job's queue never changes): a top-up asks Redis once.
+        self._queues: dict[str, str] = {}
         self._drop = client.register_script(_DROP)
         self._forget = client.register_script(_FORGET_QUEUE)
 
@@ -218,14 +237,22 @@ class Feeder:
 
     # -- feeding ---------------------------------------------------------------------
 
-    def claim(self, queue: str, limit: int = 1000) -> list[tuple[str, int]]:
+    def claim(self, queue: str, limit: int = 1000,
+              settling: tuple[str, int] | None = None) -> list[tuple[str, int]]:
         """Claim up to ``limit`` chunks for ``queue`` within its depth, atomically with
-        their jobs' cursors; each must then be sent and `confirm`-ed."""
-        flat: Any = self._claim(
-            keys=[keys.feed_waiting(queue), keys.feed_inflight(queue), keys.feed_sending(queue),
-                  keys.FEED_TURNS, keys.FEED_DROPPED, keys.FEED_DEPTH],
-            args=[queue, self.depth, time.time(), keys.FEED_JOB_PREFIX, limit, BAND, SCAN,
-                  *TERMINAL])
+        their jobs' cursors; each must then be sent and `confirm`-ed. ``settling``: a
+        (job id, chunk) of this queue to `settle` first, in the same script."""
+        queue_keys = [keys.feed_waiting(queue), keys.feed_inflight(queue),
+                      keys.feed_sending(queue), keys.FEED_TURNS, keys.FEED_DROPPED,
+                      keys.FEED_DEPTH]
+        args: list[Any] = [queue, self.depth, time.time(), keys.FEED_JOB_PREFIX, limit, BAND,
+                           SCAN, ",".join(TERMINAL)]
+        if settling is None:
+            flat: Any = self._claim(keys=queue_keys, args=args)
+        else:
+            job_id, chunk = settling
+            flat = self._settle_claim(keys=[*queue_keys, keys.feed_job(job_id)],
+                                      args=[*args, job_id, _member(job_id, chunk)])
         return [(flat[i].decode(), int(flat[i + 1])) for i in range(0, len(flat), 2)]
 
     def confirm(self, queue: str, claims: list[tuple[str, int]]) -> None:
@@ -233,9 +260,11 @@ class Feeder:
         if claims:
             self.redis.zrem(keys.feed_sending(queue), *(_member(j, c) for j, c in claims))
 
-    def feed(self, queue: str, send: Send) -> list[tuple[str, int]]:
-        """Top ``queue`` up to its depth: claim, send, confirm; the chunks fed."""
-        claims = self.claim(queue)
+    def feed(self, queue: str, send: Send,
+             settling: tuple[str, int] | None = None) -> list[tuple[str, int]]:
+        """Top ``queue`` up to its depth: claim, send, confirm; the chunks fed.
+        ``settling``: a chunk of this queue to settle first (`claim`)."""
+        claims = self.claim(queue, settling=settling)
         for job_id, chunk in claims:
             send(queue, job_id, chunk)
         self.confirm(queue, claims)
@@ -254,9 +283,17 @@ class Feeder:
         return queue
 
     def after_chunk(self, job_id: str, chunk: int, send: Send) -> list[tuple[str, int]]:
-        """What a worker does when a chunk's delivery ends: settle it, top its queue up."""
-        queue = self.settle(job_id, chunk)
-        return self.feed(queue, send) if queue is not None else []
+        """What a worker does when a chunk's delivery ends: settle it, top its queue up
+        (one script, the job's queue remembered: two round trips a chunk and the sends)."""
+        queue = self._queues.get(job_id)
+        if queue is None:
+            raw = self.redis.hget(keys.feed_job(job_id), "queue")
+            if not isinstance(raw, bytes):
+                return []  # the feeder does not know the job (ended, or never fed)
+            if len(self._queues) >= 1024:  # a worker lives long: keep the recent ones
+                self._queues.clear()
+            queue = self._queues[job_id] = raw.decode()
+        return self.feed(queue, send, settling=(job_id, chunk))
 
     # -- the periodic pass (one process at a time, under the lease) -----------------
 

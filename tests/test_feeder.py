@@ -63,6 +63,34 @@ def test_a_job_added_behind_a_big_one_is_fed_at_the_next_free_slot_then_chunk_fo
     assert waiting(client, QUEUE) == 46
 
 
+def test_a_workers_top_up_settles_and_claims_in_one_script_once_it_knows_the_jobs_queue(
+        redis_url):
+    client = redis.Redis.from_url(redis_url)
+    store, feeder = RedisJobStore(client), Feeder(client, depth=2)
+    queued_job(store, feeder, "big", 5)
+    assert claims(feeder) == ["big:0", "big:1"]
+    sent: list[str] = []
+
+    def send(queue: str, job: str, chunk: int) -> None:
+        sent.append(f"{job}:{chunk}")
+
+    feeder.after_chunk("big", 0, send)  # first of the job here: its queue asked once
+    commands: list[str] = []
+    execute = client.execute_command
+
+    def counted(*args: object, **options: object) -> object:
+        commands.append(str(args[0]))
+        return execute(*args, **options)
+
+    client.execute_command = counted  # type: ignore[method-assign]
+    feeder.after_chunk("big", 1, send)
+    assert sent == ["big:2", "big:3"]
+    assert commands == ["EVALSHA", "ZREM"]  # settle and claim; then confirm what was sent
+    inflight = client.zrange(keys.feed_inflight(QUEUE), 0, -1)
+    assert sorted(m.decode() for m in inflight) == ["big 2", "big 3"]  # 0 and 1 settled
+    assert int(client.hget(keys.feed_job("big"), "inflight")) == 2
+
+
 def test_a_higher_priority_job_takes_every_free_slot_until_it_has_none_left(redis_url):
     client = redis.Redis.from_url(redis_url)
     store, feeder = RedisJobStore(client), Feeder(client, depth=2)
