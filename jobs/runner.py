@@ -150,7 +150,8 @@ class ChunkRunner:
             reason = f"this worker cannot read the job's spec ({exc}); {reason}"
         try:
             rows = self.store.get_chunk_input(job_id, chunk)
-        except InputLocationError as exc:  # a worker set up apart from the submitter
+        except (InputLocationError, OSError) as exc:  # set up apart from the submitter, or
+            # an object store that refuses this worker: no row can be read, none answered
             self.store.set_state(job_id, JobState.FAILED, only_from=ACTIVE,
                                  error=f"chunk {chunk}: worker {self.worker}: {exc}"[:1000])
             return ChunkReport(job_id, chunk, "failed")
