@@ -57,3 +57,10 @@ def versions(*packages: str) -> str:
         except PackageNotFoundError:
             found.append(f"{name} (absent)")
     return ", ".join(found)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (Linux ``/proc``): what work
+    cost a process, whatever else the machine was running meanwhile."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

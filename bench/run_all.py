@@ -7,6 +7,8 @@
     ./bench/run_all --only prefix        # a templated job vs llama-server -np 8 (SmolLM2)
     ./bench/run_all --only labels        # 2, 20, 200 labels vs Llama's state-reuse loop
     ./bench/run_all --only fairness      # a small job behind a big one: feeder vs FIFO
+    ./bench/run_all --only chunk_cost    # what the queue costs a chunk: time, Redis, CPU
+    ./bench/run_all --only scale         # 1 to 16 workers on one Redis (fake backend)
     ./bench/run_all --only inputs        # Redis memory and submit time, inputs in Redis or not
 
 Each benchmark prints its own markdown (machine, versions, the table); this script adds
@@ -32,6 +34,8 @@ BENCHES = (
     ("bench_mlx", "MLX backend vs mlx-lm's own batch generation"),
     ("bench_queue", "Queue overhead: submit, Redis, worker, Parquet vs in-process"),
     ("bench_ceiling", "Machinery ceiling (fake backend) and a million-row submit"),
+    ("bench_chunk_cost", "Queue cost a chunk: Redis commands, bytes and CPU (fake backend)"),
+    ("bench_scale", "Many workers on one Redis: chunks/s against worker count (fake backend)"),
     ("bench_real", "A real model: SmolLM2-135M-Instruct on llama.cpp"),
     ("bench_serve", "OpenAI Batch API: `inferq serve` vs `inferq submit`"),
     ("bench_prefix", "A templated classify job: inferq's prefix cache vs warm `llama-server`"),
