@@ -252,7 +252,8 @@ def tail(ctx: click.Context, job_id: str, timeout: float | None) -> None:
             ended = client.store.status(job_id).state in TERMINAL
         except JobNotFound as exc:
             fail(str(exc), 2)
-        batches: Any = client.redis.xread({keys.stream(job_id): last}, count=500,
+        # an entry is a chunk's rows: a few at a time keeps a reply to a few MB
+        batches: Any = client.redis.xread({keys.stream(job_id): last}, count=16,
                                           block=None if ended else 1000)  # bytes replies
         for _, entries in batches:
             for entry_id, fields in entries:
