@@ -19,11 +19,16 @@ from tests.test_cli_jobs import inferq, submitted, write_rows
 pytestmark = pytest.mark.timeout(120)
 
 
-def queued_job(redis_url: str, results: Path, tmp: Path, rows: int = 6) -> tuple[str, Path]:
+#: A deployment that keeps chunk inputs in Redis: losing Redis loses them too.
+INPUTS_IN_REDIS = {"INFERQ_INPUTS": "redis"}
+
+
+def queued_job(redis_url: str, results: Path, tmp: Path, rows: int = 6,
+               env: dict[str, str] | None = None) -> tuple[str, Path]:
     path = tmp / "in.jsonl"
     write_rows(path, [f"row {i}" for i in range(rows)])
     job_id = submitted(inferq(redis_url, results, "submit", "generate", str(path), "--model",
-                              "demo", "--chunk-size", "2", "--queue-anyway"))
+                              "demo", "--chunk-size", "2", "--queue-anyway", env=env))
     return job_id, path
 
 
@@ -104,7 +109,7 @@ def lose_redis_and_finish_chunk_0(redis_url: str, results: Path, job_id: str) ->
 
 def test_reconcile_refuses_an_input_that_changed_size_since_submit(redis_url, tmp_path):
     results = tmp_path / "results"
-    job_id, path = queued_job(redis_url, results, tmp_path)
+    job_id, path = queued_job(redis_url, results, tmp_path, env=INPUTS_IN_REDIS)
     submitted_size = path.stat().st_size
     lose_redis_and_finish_chunk_0(redis_url, results, job_id)
     write_rows(path, [f"another row {i}" for i in range(9)])  # the file was edited
@@ -118,7 +123,7 @@ def test_reconcile_refuses_an_input_that_changed_size_since_submit(redis_url, tm
 
 def test_reconcile_refuses_an_input_of_the_same_size_with_other_rows(redis_url, tmp_path):
     results = tmp_path / "results"
-    job_id, path = queued_job(redis_url, results, tmp_path)
+    job_id, path = queued_job(redis_url, results, tmp_path, env=INPUTS_IN_REDIS)
     spec = json.loads((results / "jobs" / job_id / "spec.json").read_text())
     lose_redis_and_finish_chunk_0(redis_url, results, job_id)
     path.write_text(path.read_text().replace("row 4", "row 9"))
