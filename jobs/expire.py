@@ -87,9 +87,10 @@ def expire_job(store: JobStore, sink: PartSink, job_id: str, *,
         if chunk in done:
             continue
         if not sink.has_part(job_id, chunk):
-            store.touch_chunk(job_id, chunk)  # then read the flag: see `jobs.cancel`
-            if store.cancel_requested(job_id):  # cancelled meanwhile: no part
-                record_chunk(store, sink, job_id, chunk, CANCELLED)
+            first = store.touch_chunk(job_id, chunk)  # then read the flag: see `jobs.cancel`
+            if store.cancel_requested(job_id):  # cancelled meanwhile: no part ...
+                if first:  # ... unless another publisher (a sweeper, a worker) holds it
+                    record_chunk(store, sink, job_id, chunk, CANCELLED)
                 continue
             try:
                 rows = store.get_chunk_input(job_id, chunk)

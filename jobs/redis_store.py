@@ -341,5 +341,5 @@ class RedisJobStore:
     def started_chunks(self, job_id: str) -> set[int]:
         return {int(c) for c in self.redis.hkeys(keys.attempts(job_id))}
 
-    def touch_chunk(self, job_id: str, chunk: int) -> None:
-        self.redis.hincrby(keys.attempts(job_id), str(chunk), 0)
+    def touch_chunk(self, job_id: str, chunk: int) -> bool:
+        return bool(self.redis.hsetnx(keys.attempts(job_id), str(chunk), 0))

@@ -92,8 +92,9 @@ class JobStore(Protocol):
         (`touch_chunk`): a cancel leaves them to that delivery."""
         ...
 
-    def touch_chunk(self, job_id: str, chunk: int) -> None:
-        """Mark ``chunk`` started without counting a delivery (the expiry runs nothing)."""
+    def touch_chunk(self, job_id: str, chunk: int) -> bool:
+        """Mark ``chunk`` started without counting a delivery (the expiry runs nothing);
+        True if nothing had started it before."""
         ...
 
     def chunk_done(self, job_id: str, chunk: int) -> bool: ...
@@ -247,9 +248,12 @@ class MemoryJobStore:
         with self._lock:
             return set(self._job(job_id)["attempts"])
 
-    def touch_chunk(self, job_id: str, chunk: int) -> None:
+    def touch_chunk(self, job_id: str, chunk: int) -> bool:
         with self._lock:
-            self._job(job_id)["attempts"].setdefault(chunk, 0)
+            attempts = self._job(job_id)["attempts"]
+            first = chunk not in attempts
+            attempts.setdefault(chunk, 0)
+            return first
 
     def delete_job(self, job_id: str, *, results: bool = False) -> bool:
         with self._lock:
