@@ -6,12 +6,13 @@ inputs from where its submitter put them, whatever its own settings say:
     ""          Redis: ``inferq:job:<id>:input:<chunk>``, zlib JSON (`jobs.rows`' payload).
                 Every job before this setting, and deployments whose results go
                 through Redis because workers share no storage.
-    a location  Parquet files ``inputs/job=<id>/part-<chunk>.parquet`` under that
-                absolute path or pyarrow filesystem URI: by default the submitter's
-                results root, which every worker sees at the same place; or any root
+    "results"   Parquet files ``inputs/job=<id>/part-<chunk>.parquet`` under the results
+                root of the process that reads them, where it writes the job's parts
+                too: the default when results go to shared storage. The spec names no
+                path, so a host directory and a container's ``/results`` mount of the
+                same volume agree.
+    a location  the same files under that absolute path or pyarrow filesystem URI
                 (``s3://bucket/prefix?endpoint_override=host:port&scheme=http``).
-    "results"   the same files under the results root of the process that reads them
-                (a spec may name it; submissions record the root itself).
 
 Off Redis, Redis keeps state only: a 10M-row job of 1 KB prompts no longer puts
 gigabytes in its memory. The Parquet columns are `InputRow`'s fields, so the files are

@@ -9,6 +9,7 @@ twice), lets inferq recover, and hands the job to `tests.faults.check_job`.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -29,10 +30,11 @@ INFERQ = str(Path(sys.executable).parent / "inferq")
 FAKE = {"backends": "fake", "fake_models": "demo"}
 
 
-def inferq(redis_url: str, results: Path, *args: str, timeout: float = 60) -> \
-        subprocess.CompletedProcess[str]:
+def inferq(redis_url: str, results: Path, *args: str, timeout: float = 60,
+           env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([INFERQ, "--broker-url", redis_url, "--results", str(results), *args],
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout,
+                          env=os.environ | (env or {}))
 
 
 def write_rows(path: Path, n: int, marker: Callable[[int], str] = lambda i: "") -> list[str]:
@@ -43,9 +45,10 @@ def write_rows(path: Path, n: int, marker: Callable[[int], str] = lambda i: "") 
     return [f"r{i}" for i in range(n)]
 
 
-def submit(redis_url: str, results: Path, path: Path, *args: str) -> str:
+def submit(redis_url: str, results: Path, path: Path, *args: str,
+           env: dict[str, str] | None = None) -> str:
     out = inferq(redis_url, results, "submit", "classify", str(path), "--model", "demo",
-                 "--labels", "yes,no", *args)
+                 "--labels", "yes,no", *args, env=env)
     assert out.returncode == 0, out.stderr
     return out.stdout.split()[0]
 
@@ -301,9 +304,11 @@ def test_an_unwritable_results_location_fails_the_job_with_the_reason_and_no_par
         kind, redis_url, tmp_path, start_worker):
     results = tmp_path / "results"  # the submitter's: spec.json goes here
     ids = write_rows(tmp_path / "in.jsonl", 20)
+    inputs = {"INFERQ_INPUTS": str(tmp_path / "inputs")}  # a root the worker can read
     with unwritable_location(kind, tmp_path) as (location, reason):
         start_worker("w1", str(location), max_attempts="2", **FAKE)
-        job_id = submit(redis_url, results, tmp_path / "in.jsonl", "--chunk-size", "10")
+        job_id = submit(redis_url, results, tmp_path / "in.jsonl", "--chunk-size", "10",
+                        env=inputs)
         wait_terminal(redis_url, job_id, timeout=30)
         status, rows = check_job(redis_url, location, job_id, ids, max_attempts=2,
                                  complete=False)
@@ -425,7 +430,7 @@ def _run_chunk_as_a_dying_worker(redis_url: str, results: Path, job_id: str, chu
     from jobs.execute import ChunkContext, run_chunk
     from jobs.sinks import ParquetSink, encode_table
 
-    store = RedisJobStore.from_url(redis_url)
+    store = RedisJobStore(redis.Redis.from_url(redis_url), results_root=str(results))
     spec = store.get_spec(job_id)
     ctx = ChunkContext(job_id=job_id, chunk=chunk, backend="fake", worker="w-dead")
     output = run_chunk(FakeModel("fake://demo"), spec, store.get_chunk_input(job_id, chunk), ctx)

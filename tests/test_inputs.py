@@ -169,18 +169,19 @@ def test_a_reader_without_a_results_root_says_which_setting_to_change(redis_url,
 
 
 @pytest.mark.parametrize(("settings", "location"), [
-    ({}, "{cwd}/results"),
-    ({"results": "shared"}, "{cwd}/shared"),
-    ({"results": "s3://r/p?region=x"}, "s3://r/p?region=x"),
+    ({}, "results"),
+    ({"results": "shared"}, "results"),
+    ({"results": "s3://r/p?region=x"}, "results"),
     ({"results": "redis"}, ""),
     ({"inputs": "redis"}, ""),
-    ({"inputs": "results"}, "{cwd}/results"),
+    ({"inputs": "results"}, "results"),
     ({"results": "redis", "inputs": "s3://b/p?endpoint_override=h:1&scheme=http"},
      "s3://b/p?endpoint_override=h:1&scheme=http"),
 ])
 def test_the_inputs_setting_chooses_what_a_submitted_job_records(settings, location,
                                                                  tmp_path, monkeypatch):
-    """By default the results root itself, absolute: every worker sees it at that place."""
+    """By default "results": each process's own results root, where the job's parts go
+    too, so a host path and a container's /results mount of one volume agree."""
     monkeypatch.chdir(tmp_path)
     assert Settings(**settings).inputs_location() == location.format(cwd=tmp_path)
 

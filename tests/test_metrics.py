@@ -136,6 +136,11 @@ def test_the_exporter_counts_queued_reserved_and_in_flight_chunks_and_the_work_d
             assert time.monotonic() < deadline, out.stdout
             time.sleep(0.2)
             out = inferq(redis_url, results, "status", job_id, "--json")
+        deadline = time.monotonic() + 30  # the heartbeat after the last chunk may lag it
+        while json.loads(client.get(keys.worker("w-metrics")) or "{}").get(
+                "counters", {}).get("chunks") != 4:
+            assert time.monotonic() < deadline, client.get(keys.worker("w-metrics"))
+            time.sleep(0.2)
         after = scrape(url)
     prompt_tokens, rows = duckdb.sql(
         f"select sum(prompt_tokens), sum(rows) from read_parquet("
@@ -148,8 +153,8 @@ def test_the_exporter_counts_queued_reserved_and_in_flight_chunks_and_the_work_d
     for gauge in ("queued", "reserved", "in_flight", "waiting", "backlog"):
         assert value(after, f"inferq_queue_{gauge}", queue=QUEUE) == 0, gauge
     assert value(after, "inferq_jobs", state="completed") == 1
-    assert value(after, "inferq_worker_chunks_total", worker="w-metrics",
-                 host=json.loads(client.get(keys.worker("w-metrics")))["host"]) == 4
+    host = json.loads(client.get(keys.worker("w-metrics")))["host"]
+    assert value(after, "inferq_worker_chunks_total", worker="w-metrics", host=host) == 4
 
 
 def test_a_message_of_any_priority_counts_as_queued(redis_url, tmp_path):

@@ -132,17 +132,18 @@ class Settings:
         return self.results == "redis"
 
     def inputs_location(self) -> str:
-        """What a job submitted from here records as its `JobSpec.inputs`: "" (Redis), or
-        the absolute path or URI of the root its chunk inputs go under ("results": this
-        process's results root, which every worker sees at the same place). `ValueError`
-        naming the setting otherwise."""
+        """What a job submitted from here records as its `JobSpec.inputs`: "" (Redis),
+        "results" (under each process's own results root, where it writes the job's parts
+        too: the same storage wherever it is mounted, /results in a container, a host path
+        outside), or the absolute path or URI of another root. `ValueError` naming the
+        setting otherwise."""
         from jobs.inputs import REDIS, RESULTS, check_location
 
         choice = self.inputs or ("redis" if self.results_via_redis else RESULTS)
         if choice == "redis":
             return REDIS
         if choice == RESULTS:
-            choice = self.results_root()
+            return RESULTS
         if "://" in choice:
             return check_location(choice, where="INFERQ_INPUTS")
         return check_location(str(Path(choice).resolve()), where="INFERQ_INPUTS")
