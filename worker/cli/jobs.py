@@ -20,7 +20,6 @@ from jobs import (
     reconcile_job,
     spec_from_document,
 )
-from jobs.redis_store import stream_rows
 from worker.cli.context import check_job_id, client_of, fail, settings_of, stdout_closed
 from worker.cli.options import build_mapping, build_spec, job_options, with_mapping
 from worker.cli.stdio import STDIN, input_path
@@ -244,6 +243,8 @@ def _export(sink: Any, job_id: str, dest: str, fmt: str, *, openai: bool, errors
 @click.pass_context
 def tail(ctx: click.Context, job_id: str, timeout: float | None) -> None:
     """Follow a job's live result stream (JSON lines) until the job ends."""
+    from jobs.redis_store import stream_rows  # on use: the command line starts without redis
+
     client = client_of(ctx)
     last = "0-0"
     ends = None if timeout is None else time.monotonic() + timeout
