@@ -34,6 +34,7 @@ from inference._base import (
     label_distribution,
 )
 from inference._base import options_or_default as _opts
+from inference._label_trie import LabelTrie
 from inference._memory import current_rss_bytes, peak_rss_bytes
 from inference._stream import TokenStream
 from inference.backends._mlx_config import (
@@ -300,13 +301,14 @@ class MlxModel(BaseTextModel):
                 results[i] = ClassifyResult(prompt_tokens=len(ids), error=err)
                 continue
             valid.append((i, ids))
-        group = max(1, self._slots // rows_per_prompt(labels))
+        trie = LabelTrie.build(labels)
+        group = max(1, self._slots // rows_per_prompt(trie))
         prefill = 0.0
         for first in range(0, len(valid), group):
             chunk = valid[first : first + group]
             tic = time.perf_counter()
             with _engine_errors("classify"):
-                out = prefill_group(self._model, [ids for _, ids in chunk], labels,
+                out = prefill_group(self._model, [ids for _, ids in chunk], trie,
                                     pad_id=self._pad_id, step=self._step)
                 logits = out.logits.tolist() if opts.logits else None
             prefill += time.perf_counter() - tic

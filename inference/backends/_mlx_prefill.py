@@ -35,22 +35,22 @@ class Prefill:
     label_logprobs: list[list[float]]  #: [prompt][label] log p(label | prompt)
 
 
-def rows_per_prompt(labels: Sequence[Sequence[int]]) -> int:
+def rows_per_prompt(trie: LabelTrie) -> int:
     """How many batch rows one prompt takes: one per branch of the labels' trie (labels
     that share a prefix share its row), at least one."""
-    return max(1, len(LabelTrie.build(labels).branches))
+    return max(1, len(trie.branches))
 
 
 def prefill_group(
     model: Any,
     prompts: Sequence[list[int]],
-    labels: Sequence[list[int]],
+    trie: LabelTrie,
     *,
     pad_id: int,
     step: int,
 ) -> Prefill:
-    """Run ``prompts`` (token ids, all non-empty) as one padded batch and score ``labels``."""
-    trie = LabelTrie.build(labels)
+    """Run ``prompts`` (token ids, all non-empty) as one padded batch and score the labels
+    of ``trie`` (built once per call of classify, not per group)."""
     rows: list[list[int]] = []
     wanted: list[tuple[int, int]] = []  # (row, position); the first len(prompts) are last positions
     node_at: list[dict[Prefix, int]] = []  # per prompt: trie node -> its index in wanted
@@ -71,8 +71,8 @@ def prefill_group(
     last = gathered[: len(prompts)]
     argmax: Any = mx.argmax(last, axis=-1).tolist()
     tokens = [int(t) for t in argmax]
-    sums = [[0.0] * len(labels) for _ in prompts]
-    if labels:
+    sums = [[0.0] * len(trie.labels) for _ in prompts]
+    if trie.labels:
         picks: list[tuple[int, int]] = []  # (wanted index, token)
         for p in range(len(prompts)):
             picks.extend((p, token) for token in trie.first_tokens)
