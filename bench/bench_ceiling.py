@@ -29,11 +29,8 @@ from pathlib import Path
 
 import redis
 
-from bench.bench_queue import QueueRig, check, classify_spec, write_prompts
+from bench.bench_queue import QueueRig, check, classify_spec, fake_embedded, write_prompts
 from bench.common import machine, timed, versions
-from jobs.store import JobStatus
-from worker.config import Settings
-from worker.embedded import run_embedded
 from worker.local import RedisServer
 
 INFERQ = str(Path(sys.executable).parent / "inferq")
@@ -43,13 +40,7 @@ def chunk_rate(tmp: Path, rows: int, chunk_size: int, repeats: int) -> None:
     write_prompts(tmp / "in.jsonl", rows)
     write_prompts(tmp / "warm.jsonl", chunk_size * 2)
     chunks = -(-rows // chunk_size)
-    settings = Settings(results=str(tmp / "results-embedded"), fake_models=("demo",),
-                        backends=("fake",))
-
-    def embedded(path: Path, n: int) -> JobStatus:
-        status = run_embedded(settings, classify_spec("demo", chunk_size), str(path))
-        return check(status, n, tmp / "results-embedded")
-
+    embedded = fake_embedded(tmp, chunk_size)
     rig = QueueRig(tmp, backends="fake", fake_models="demo")
     try:
         rig.run(classify_spec("demo", chunk_size), tmp / "warm.jsonl", chunk_size * 2)

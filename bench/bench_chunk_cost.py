@@ -29,12 +29,9 @@ from pathlib import Path
 
 import redis
 
-from bench.bench_queue import QueueRig, check, classify_spec, write_prompts
+from bench.bench_queue import QueueRig, check, classify_spec, fake_embedded, write_prompts
 from bench.common import cpu_seconds, machine, timed, versions
 from bench.redis_cost import RedisCost, sample
-from jobs.store import JobStatus
-from worker.config import Settings
-from worker.embedded import run_embedded
 
 
 def main() -> None:
@@ -48,13 +45,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="inferq-bench-chunk-"))
     write_prompts(tmp / "in.jsonl", rows)
     write_prompts(tmp / "warm.jsonl", size * 2)
-    settings = Settings(results=str(tmp / "results-embedded"), fake_models=("demo",),
-                        backends=("fake",))
-
-    def embedded(path: Path, n: int) -> JobStatus:
-        status = run_embedded(settings, classify_spec("demo", size), str(path))
-        return check(status, n, tmp / "results-embedded")
-
+    embedded = fake_embedded(tmp, size)
     rig = QueueRig(tmp, backends="fake", fake_models="demo")
     assert rig.worker.process is not None
     worker_pid = rig.worker.process.pid

@@ -76,6 +76,20 @@ def check(status: JobStatus, rows: int, results: Path) -> JobStatus:
     return status
 
 
+def fake_embedded(directory: Path, chunk_size: int) -> Callable[[Path, int], JobStatus]:
+    """`inferq run` in this process on the fake backend (model "demo"), results under
+    ``directory / "results-embedded"``: a function of the input and its row count that
+    runs the job and checks it (`check`)."""
+    results = directory / "results-embedded"
+    settings = Settings(results=str(results), fake_models=("demo",), backends=("fake",))
+
+    def run(path: Path, rows: int) -> JobStatus:
+        return check(run_embedded(settings, classify_spec("demo", chunk_size), str(path)),
+                     rows, results)
+
+    return run
+
+
 class QueueRig:
     """A private redis-server, one `inferq worker`, and a client, under ``directory``."""
 
