@@ -130,9 +130,10 @@ class RedisJobStore:
         self.redis = client
         self.results_root = results_root
         self._inputs: dict[str, ChunkInputs] = {}
-        #: Where the jobs this store created keep their inputs: a submit stores thousands
-        #: of chunks without asking Redis each time (bounded: `inferq serve` lives long).
-        self._created: dict[str, str] = {}
+        #: Where the jobs this store created or read keep their inputs (a job's never
+        #: changes): a submit stores, and a worker reads, thousands of chunks without
+        #: asking Redis each time (bounded: workers and `inferq serve` live long).
+        self._locations: dict[str, str] = {}
         self.retention_seconds = retention_seconds
         self._complete = client.register_script(_COMPLETE)
         self._begin = client.register_script(_BEGIN)
@@ -156,14 +157,17 @@ class RedisJobStore:
             fields["inputs"] = spec.inputs
         if not self.redis.hsetnx(key, "job_id", spec.job_id):
             return False
-        if len(self._created) >= 1024:
-            self._created.clear()
-        self._created[spec.job_id] = spec.inputs
+        self._remember_location(spec.job_id, spec.inputs)
         pipe = self.redis.pipeline()
         pipe.hset(key, mapping=fields)
         pipe.zadd(keys.JOBS, {spec.job_id: spec.created_at})
         pipe.execute()
         return True
+
+    def _remember_location(self, job_id: str, location: str) -> None:
+        if len(self._locations) >= 1024:
+            self._locations.clear()
+        self._locations[job_id] = location
 
     def put_chunk_input(self, job_id: str, chunk: int, rows: Sequence[InputRow]) -> None:
         self.inputs_of(job_id).put(job_id, chunk, rows)
@@ -174,10 +178,13 @@ class RedisJobStore:
     def inputs_of(self, job_id: str) -> ChunkInputs:
         """Where the job's chunk inputs live, as its spec recorded (``inputs`` in the
         job's hash; absent = Redis, as for every job before the setting)."""
-        location = self._created.get(job_id)
+        location = self._locations.get(job_id)
         if location is None:
-            raw: Any = self.redis.hget(keys.job(job_id), "inputs")
+            reply: Any = self.redis.hmget(keys.job(job_id), ["inputs", "job_id"])
+            raw, exists = reply
             location = raw.decode() if raw else REDIS
+            if exists:  # a job not there yet (or gone) is asked again next time
+                self._remember_location(job_id, location)
         if location not in self._inputs:
             self._inputs[location] = inputs_at(location, redis=self.redis,
                                                results_root=self.results_root)
@@ -327,7 +334,7 @@ class RedisJobStore:
     def delete_job(self, job_id: str, *, results: bool = False) -> bool:
         """Remove every key of the job's state and its index entry (with ``results``,
         its parts and documents held in Redis too); False if there was no such job."""
-        self._created.pop(job_id, None)  # a job created again under this id may differ
+        self._locations.pop(job_id, None)  # a job created again under this id may differ
         chunks = int(self.redis.hget(keys.job(job_id), "chunks") or 0)
         doomed = keys.job_keys(job_id, chunks)
         if results:
